@@ -1,0 +1,8 @@
+"""dspyrl: GRPO for DSPy programs — optimize prompts and LoRA weights from rewards, and prove the gain."""
+
+from dspyrl.errors import DspyrlError
+from dspyrl.lm import local_lm, openai_compatible, openrouter
+
+__version__ = "0.1.0"
+
+__all__ = ["DspyrlError", "local_lm", "openai_compatible", "openrouter", "__version__"]

@@ -1,0 +1,285 @@
+"""An in-process Hugging Face model as a DSPy 3.4 LM, through DSPy's engine API.
+
+`local_lm("smollm2")` returns a plain `dspy.LM` whose engine is a `LocalEngine`. DSPy owns caching, retries, history
+and callbacks; the engine only turns one canonical `Request` into one `Response`.
+
+Two things make it fast on a CPU:
+- **Dynamic batching.** Concurrent requests (DSPy's threaded Evaluate, our rollout engine, the HTTP server) are
+  queued and generated together: one `generate` call over a left-padded batch instead of one call each.
+- **One generate for n samples.** DSPy 3.4 asks a canonical engine for n candidates one at a time. A callback
+  records the requested n when the call starts; the first of those n requests samples all n in one batched
+  `generate`, and the following n-1 identical requests are served from that group.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage
+from dspy.utils.callback import BaseCallback
+
+from dspyrl.lm.models import SMOLLM2, load_model
+
+
+# ----------------------------------------------------------------------------------------------- n → one generate
+@dataclass
+class _SampleGroup:
+    n: int
+    pending: dict[str, list] = field(default_factory=dict)  # request fingerprint -> samples not yet handed out
+
+
+_current_group: contextvars.ContextVar[_SampleGroup | None] = contextvars.ContextVar("dspyrl_sample_group", default=None)
+
+
+class _GroupSizeCallback(BaseCallback):
+    """Tells the engine how many candidates the current LM call wants (DSPy fans n out into n engine calls)."""
+
+    def __init__(self):
+        self._tokens: dict[str, contextvars.Token] = {}
+
+    def on_lm_start(self, call_id, instance, inputs):
+        n = inputs.get("n") or inputs.get("kwargs", {}).get("n") or getattr(instance, "kwargs", {}).get("n") or 1
+        self._tokens[call_id] = _current_group.set(_SampleGroup(int(n)) if int(n) > 1 else None)
+
+    def on_lm_end(self, call_id, outputs, exception=None):
+        token = self._tokens.pop(call_id, None)
+        if token is not None:
+            _current_group.reset(token)
+
+
+# ----------------------------------------------------------------------------------------------- generation
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The settings that must be equal for requests to share one batched generate call."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+@dataclass
+class _Job:
+    prompt_ids: list[int]
+    n: int
+    settings: GenerationSettings
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[Generation] | None = None
+    error: BaseException | None = None
+
+
+class LocalEngine:
+    """Generates chat completions with a local transformers model; thread-safe, batches concurrent requests."""
+
+    def __init__(self, model: str = SMOLLM2, adapter: str | None = None, *, max_batch: int = 16,
+                 batch_wait_s: float = 0.005, default_max_tokens: int = 256, loaded=None):
+        self.model_spec = model
+        self.adapter = adapter
+        self.max_batch = max_batch
+        self.batch_wait_s = batch_wait_s
+        self.default_max_tokens = default_max_tokens
+        self.model, self.tokenizer = loaded if loaded is not None else load_model(model, adapter=adapter)
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
+        self.generate_calls = 0  # how many batched generate() calls ran (benchmarks and tests read it)
+
+    # -- DSPy engine API ------------------------------------------------------------------------------------
+    def complete(self, request) -> Response:
+        messages = request_to_messages(request)
+        settings = self._settings_from(request.config)
+        group = _current_group.get()
+        if group is None or settings.temperature <= 0:
+            generation = self.generate(messages, n=1, settings=settings)[0]
+        else:
+            key = _fingerprint(messages, settings)
+            if not group.pending.get(key):
+                group.pending[key] = self.generate(messages, n=group.n, settings=settings)
+            generation = group.pending[key].pop(0)
+        return Response(
+            id=None, model=self.model_spec, message=Message.assistant([TextPart(generation.text)]),
+            finish_reason=generation.finish_reason,
+            usage=Usage(input_tokens=generation.prompt_tokens, output_tokens=generation.completion_tokens,
+                        total_tokens=generation.prompt_tokens + generation.completion_tokens))
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass
+
+    # Saved programs record the engine as its class path and this state (never weights, never secrets).
+    def dump_state(self) -> dict[str, Any]:
+        return {"model": self.model_spec, "adapter": self.adapter}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> LocalEngine:
+        return cls(state.get("model", SMOLLM2), adapter=state.get("adapter"))
+
+    # -- generation -----------------------------------------------------------------------------------------
+    def _settings_from(self, config) -> GenerationSettings:
+        return GenerationSettings(
+            max_tokens=int(config.max_tokens or self.default_max_tokens),
+            temperature=float(config.temperature or 0.0),
+            top_p=config.top_p,
+            stop=tuple(config.stop or ()))
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(self, messages: list[dict], n: int = 1, settings: GenerationSettings | None = None) -> list[Generation]:
+        """n completions of one chat; queued, so concurrent callers share batched generate calls."""
+        job = _Job(self.encode_chat(messages), n, settings or GenerationSettings(max_tokens=self.default_max_tokens))
+        self._ensure_worker()
+        self._queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _ensure_worker(self) -> None:
+        with self._worker_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="dspyrl-local-generate", daemon=True)
+                self._worker.start()
+
+    def _work(self) -> None:
+        held: list[_Job] = []  # jobs taken from the queue that did not fit the last batch
+        while True:
+            first = held.pop(0) if held else self._queue.get()
+            batch, size = [first], first.n
+            deadline = time.monotonic() + self.batch_wait_s
+            # Gather requests with the same settings that arrive within a few milliseconds.
+            for job in list(held):
+                if job.settings == first.settings and size + job.n <= self.max_batch:
+                    held.remove(job)
+                    batch.append(job)
+                    size += job.n
+            while size < self.max_batch:
+                try:
+                    job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if job.settings == first.settings and size + job.n <= self.max_batch:
+                    batch.append(job)
+                    size += job.n
+                else:
+                    held.append(job)
+            try:
+                results = self._generate_batch(batch)
+                for job, result in zip(batch, results):
+                    job.result = result
+            except BaseException as err:  # hand the error to every waiting caller; the worker keeps serving
+                for job in batch:
+                    job.error = err
+            finally:
+                for job in batch:
+                    job.done.set()
+
+    def _generate_batch(self, batch: list[_Job]) -> list[list[Generation]]:
+        import torch
+
+        settings = batch[0].settings
+        rows = [job.prompt_ids for job in batch for _ in range(job.n)]
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_tokens, pad_token_id=pad_id)
+        if settings.temperature > 0:
+            kwargs.update(do_sample=True, temperature=settings.temperature, top_k=0)
+            if settings.top_p is not None:
+                kwargs["top_p"] = settings.top_p
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if settings.stop:
+            kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        self.generate_calls += 1
+        new_tokens = output[:, width:]
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        generations = []
+        for row_index, prompt in enumerate(rows):
+            tokens = new_tokens[row_index].tolist()
+            ended = next((i for i, t in enumerate(tokens) if t in eos_ids or t == pad_id), None)
+            used = tokens if ended is None else tokens[:ended]
+            text = self.tokenizer.decode(used, skip_special_tokens=True)
+            finish = "stop" if ended is not None else "length"
+            for stop in settings.stop:
+                if stop in text:
+                    text, finish = text[: text.index(stop)], "stop"
+            generations.append(Generation(text, len(prompt), len(used) + (ended is not None), finish))
+        results, start = [], 0
+        for job in batch:
+            results.append(generations[start:start + job.n])
+            start += job.n
+        return results
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _fingerprint(messages: list[dict], settings: GenerationSettings) -> str:
+    blob = json.dumps([messages, settings.__dict__], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def request_to_messages(request) -> list[dict]:
+    """A canonical dspy Request as plain chat messages for a chat template."""
+    messages = []
+    if request.system is not None:
+        system = request.system if isinstance(request.system, str) else "".join(
+            getattr(part, "text", "") or "" for part in request.system)
+        messages.append({"role": "system", "content": system})
+    for message in request.messages:
+        role = "system" if message.role == "developer" else message.role
+        messages.append({"role": role, "content": message.text or ""})
+    return messages
+
+
+# ----------------------------------------------------------------------------------------------- public entry
+_engines: dict[tuple[str, str | None], LocalEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def local_engine(model: str = SMOLLM2, adapter: str | None = None) -> LocalEngine:
+    """One shared engine per (model, adapter) in a process, so two LMs on one model do not load it twice."""
+    key = (str(model), str(adapter) if adapter else None)
+    with _engines_lock:
+        if key not in _engines:
+            _engines[key] = LocalEngine(model, adapter=adapter)
+        return _engines[key]
+
+
+def local_lm(model: str = SMOLLM2, adapter: str | None = None, *, temperature: float = 0.0, max_tokens: int = 256,
+             cache: bool = True, callbacks: list | None = None, **kwargs) -> dspy.LM:
+    """A `dspy.LM` backed by a local Hugging Face model (optionally + a PEFT LoRA adapter folder)."""
+    engine = local_engine(model, adapter)
+    name = "local/" + (str(model) if not adapter else f"{model}+{adapter}")
+    return dspy.LM(name, engine=engine, temperature=temperature, max_tokens=max_tokens, cache=cache,
+                   callbacks=[_GroupSizeCallback(), *(callbacks or [])], num_retries=1, **kwargs)

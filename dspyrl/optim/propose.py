@@ -1,0 +1,217 @@
+"""Where new prompt candidates come from: instructions written by an LM from scored rollouts, and demo sets.
+
+Instructions. Every few GRPO steps an LM (the task LM by default, or a stronger `reflection_lm`) sees, for one predictor,
+the current best instruction and the rollouts with the highest and the lowest advantage (inputs, output, reward,
+feedback) and writes a new instruction. We ask for plain text, not a structured output format: a small model breaks
+formats far more often than it fails to write a sentence, and an instruction is only a sentence. Whatever comes back is
+cleaned (fences, quotes, "Instruction:" labels) and checked; garbage (empty, too short, too long, format markers, copies)
+is counted and skipped, never fatal.
+
+Demo sets. The empty set, labelled sets drawn from the trainset and bootstrapped sets built from the predictor's own
+high-reward calls. When a predictor's output is a label (a `Literal` or `bool` field) sets are label-balanced and shuffled:
+a small model shown four "positive" demos answers "positive" to everything.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+PROPOSER_SYSTEM = (
+    "You write instructions for a language model. You are shown the current instruction of one step of a program, "
+    "examples where it did well and examples where it did badly, with the reward each got. Write ONE better "
+    "instruction for that step: say what the step must do and exactly how the output must look. Reply with the "
+    "instruction text only, no preamble, no examples, no quotes.")
+
+_LABEL_PREFIX = re.compile(r"^\s*(?:\*\*)?(?:new |improved |better |revised )?instruction(?:s)?\s*(?:\*\*)?\s*[:\-]\s*",
+                           re.IGNORECASE)
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
+
+
+@dataclass
+class ScoredCall:
+    """One predictor call inside a rollout, with the rollout's reward and advantage (what the proposer is shown)."""
+
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] | str
+    reward: float
+    advantage: float
+    feedback: str = ""
+
+
+@dataclass
+class ProposalStats:
+    asked: int = 0  # completions requested
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    lm_failures: int = 0
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def to_json(self) -> dict:
+        return {"asked": self.asked, "accepted": self.accepted, "rejected": dict(self.rejected),
+                "lm_failures": self.lm_failures}
+
+
+# ----------------------------------------------------------------------------------------------- instructions
+class InstructionProposer:
+    """Asks an LM for new instructions for one predictor (see the module docstring)."""
+
+    def __init__(self, lm=None, *, num_proposals: int = 2, max_examples: int = 3, temperature: float = 1.0,
+                 max_tokens: int = 160, min_chars: int = 12, max_chars: int = 1200):
+        self.lm = lm
+        self.num_proposals = num_proposals
+        self.max_examples = max_examples
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.min_chars = min_chars
+        self.max_chars = max_chars
+        self.stats = ProposalStats()
+
+    def prompt(self, signature, current_instruction: str, calls: list[ScoredCall]) -> list[dict]:
+        ranked = sorted(calls, key=lambda c: c.advantage, reverse=True)
+        good = [c for c in ranked if c.advantage > 0][: self.max_examples]
+        bad = [c for c in reversed(ranked) if c.advantage < 0][: self.max_examples]
+        if not good and not bad:  # flat groups: show the best and worst by raw reward instead
+            by_reward = sorted(calls, key=lambda c: c.reward, reverse=True)
+            good, bad = by_reward[:1], by_reward[-1:] if len(by_reward) > 1 else []
+        inputs = ", ".join(signature.input_fields)
+        outputs = ", ".join(f"{name} ({_type_name(f.annotation)})" for name, f in signature.output_fields.items())
+        text = [f"The step reads: {inputs}. It must produce: {outputs}.",
+                f"Current instruction: {current_instruction!r}", ""]
+        for title, group in (("Examples that scored WELL", good), ("Examples that scored BADLY", bad)):
+            if group:
+                text.append(title + ":")
+                text.extend(_format_call(c) for c in group)
+                text.append("")
+        text.append("Write the new instruction now.")
+        return [{"role": "system", "content": PROPOSER_SYSTEM}, {"role": "user", "content": "\n".join(text)}]
+
+    def propose(self, signature, current_instruction: str, calls: list[ScoredCall], *, existing: list[str] = (),
+                rollout_id: int = 0, lm=None) -> list[str]:
+        """New, cleaned, de-duplicated instructions (possibly none); failures and garbage are counted in `stats`."""
+        lm = lm or self.lm
+        if lm is None:
+            import dspy
+
+            lm = dspy.settings.lm
+        self.stats.asked += self.num_proposals
+        try:
+            raw = lm(messages=self.prompt(signature, current_instruction, calls), n=self.num_proposals,
+                     temperature=self.temperature, max_tokens=self.max_tokens, rollout_id=rollout_id)
+        except Exception:  # an LM failure costs this round's proposals, never the run
+            self.stats.lm_failures += 1
+            self.stats.reject("lm_error")
+            return []
+        seen = {_normal(t) for t in [current_instruction, *existing]}
+        accepted = []
+        for completion in raw:
+            text = completion.get("text", "") if isinstance(completion, dict) else str(completion or "")
+            instruction, reason = self.clean(text, signature)
+            if instruction is None:
+                self.stats.reject(reason)
+            elif _normal(instruction) in seen:
+                self.stats.reject("duplicate")
+            else:
+                seen.add(_normal(instruction))
+                accepted.append(instruction)
+                self.stats.accepted += 1
+        return accepted
+
+    def clean(self, text: str, signature=None) -> tuple[str | None, str]:
+        """(instruction, "") or (None, reason it was rejected)."""
+        text = _FENCE.sub("", (text or "").strip()).strip()
+        text = _LABEL_PREFIX.sub("", text).strip()
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'`":
+            text = text[1:-1].strip()
+        text = re.sub(r"\s+\n", "\n", text)
+        if not text:
+            return None, "empty"
+        if "[[ ##" in text or "<|im_" in text or "```" in text:
+            return None, "format_markers"
+        if len(text) < self.min_chars or len(text.split()) < 3:
+            return None, "too_short"
+        if len(text) > self.max_chars:
+            return None, "too_long"
+        if sum(ch.isalpha() for ch in text) < 0.6 * len(text.replace(" ", "")):
+            return None, "not_prose"
+        return text, ""
+
+
+def _format_call(call: ScoredCall) -> str:
+    inputs = "; ".join(f"{k}: {_short(v)}" for k, v in call.inputs.items())
+    outputs = call.outputs if isinstance(call.outputs, str) else "; ".join(f"{k}: {_short(v)}" for k, v in call.outputs.items())
+    line = f"- input {inputs} -> output {_short(outputs, 200)} (reward {call.reward:.2f})"
+    if call.feedback:
+        line += f" feedback: {_short(call.feedback, 200)}"
+    return line
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _normal(text: str) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+# ----------------------------------------------------------------------------------------------- demo sets
+def label_field(signature) -> str | None:
+    """The output field that is a label (Literal or bool), when there is one: demo sets are balanced over it."""
+    for name, f in signature.output_fields.items():
+        if typing.get_origin(f.annotation) is typing.Literal or f.annotation is bool:
+            return name
+    return None
+
+
+def demo_fields_available(signature, example) -> bool:
+    """True when an example carries every field of the predictor's signature (so it can be shown as a demo)."""
+    keys = set(example.keys() if hasattr(example, "keys") else example)
+    return all(name in keys for name in signature.fields)
+
+
+def balanced_demo_set(pool: list[dict], k: int, rng: random.Random, label: str | None = None) -> list[dict]:
+    """k demos from `pool`: round-robin over labels when `label` is given (shuffled within and across), else a sample."""
+    if not pool or k <= 0:
+        return []
+    if label is None:
+        return rng.sample(pool, min(k, len(pool)))
+    by_label: dict[str, list[dict]] = {}
+    for demo in pool:
+        by_label.setdefault(json.dumps(demo.get(label), default=str), []).append(demo)
+    queues = [rng.sample(group, len(group)) for _, group in sorted(by_label.items())]
+    rng.shuffle(queues)
+    chosen: list[dict] = []
+    while len(chosen) < k and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < k:
+                chosen.append(queue.pop())
+    rng.shuffle(chosen)
+    return chosen
+
+
+def labelled_demo_sets(signature, trainset, *, k: int, count: int, rng: random.Random) -> list[list[dict]]:
+    """`count` demo sets of k labelled trainset rows (only the signature's fields), label-balanced when possible."""
+    pool = [{name: ex[name] for name in signature.fields} for ex in trainset if demo_fields_available(signature, ex)]
+    if not pool:
+        return []
+    label = label_field(signature)
+    sets = []
+    for _ in range(count):
+        demos = balanced_demo_set(pool, k, rng, label)
+        if demos and demos not in sets:
+            sets.append(demos)
+    return sets
