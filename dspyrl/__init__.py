@@ -2,7 +2,8 @@
 
 from dspyrl.errors import DspyrlError
 from dspyrl.lm import local_lm, openai_compatible, openrouter
+from dspyrl.optim.grpo import GRPO, GRPOConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["DspyrlError", "local_lm", "openai_compatible", "openrouter", "__version__"]
+__all__ = ["GRPO", "GRPOConfig", "DspyrlError", "local_lm", "openai_compatible", "openrouter", "__version__"]

@@ -50,6 +50,9 @@ def _add_demo(sub) -> None:
     _add_model_option(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
     p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
+    p.add_argument("--budget", type=int, default=0,
+                   help="then optimize the prompt with GRPO for this many metric calls and show baseline → optimized "
+                        "on the held-out test split (0: only the baseline run; default: %(default)s)")
     p.set_defaults(handler=_run_demo)
 
 
@@ -57,6 +60,44 @@ def _run_demo(args) -> int:
     from dspyrl.demo import run_demo
 
     run_demo(model=args.model, limit=args.limit, threads=args.threads)
+    if args.budget:
+        from dspyrl.optimize import optimize_program
+
+        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads)
+    return 0
+
+
+# ---------------------------------------------------------------- optimize
+def _add_optimize(sub) -> None:
+    p = sub.add_parser("optimize", help="optimize a program's prompts (instructions, demos) with GRPO",
+                       description="Score the program on a held-out test split, optimize its prompts with GRPO on the "
+                                   "train split (selecting on val), and score it again. Writes a run folder.")
+    p.add_argument("program", help="a ready program name (e.g. sentiment) or a path to a program .py file")
+    _add_model_option(p)
+    p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
+    p.add_argument("--reflection-model", default=None,
+                   help="LM that writes new instructions (default: the task model; a stronger one helps)")
+    p.add_argument("--budget", type=int, default=150, help="metric calls (scored program runs, validation included; "
+                                                          "default: %(default)s)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<program>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--group-size", type=int, default=4, help="prompt samples per example (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="examples per step (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split and the optimizer (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=128, help="completion limit of the task model (default: %(default)s)")
+    p.set_defaults(handler=_run_optimize)
+
+
+def _run_optimize(args) -> int:
+    from dspyrl.errors import ConfigError
+    from dspyrl.optimize import optimize_program
+
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out: the run folder to continue")
+    optimize_program(args.program, model=args.model, judge=args.judge, reflection_model=args.reflection_model,
+                     budget=args.budget, out=args.out, resume=args.resume, seed=args.seed, threads=args.threads,
+                     max_tokens=args.max_tokens, group_size=args.group_size, batch_size=args.batch_size)
     return 0
 
 
@@ -69,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     # Each subcommand registers itself here; keep the order the user meets them in.
     _add_demo(sub)
+    _add_optimize(sub)
     _add_serve(sub)
     return parser
 

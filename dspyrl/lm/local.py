@@ -212,7 +212,7 @@ class LocalEngine:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if settings.stop:
-            kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = [_StopOnStrings(self.tokenizer, settings.stop, width)]
         with torch.inference_mode():
             output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         self.generate_calls += 1
@@ -224,7 +224,7 @@ class LocalEngine:
             ended = next((i for i, t in enumerate(tokens) if t in eos_ids or t == pad_id), None)
             used = tokens if ended is None else tokens[:ended]
             text = self.tokenizer.decode(used, skip_special_tokens=True)
-            finish = "stop" if ended is not None else "length"
+            finish = "stop" if ended is not None or len(tokens) < settings.max_tokens else "length"
             for stop in settings.stop:
                 if stop in text:
                     text, finish = text[: text.index(stop)], "stop"
@@ -234,6 +234,23 @@ class LocalEngine:
             results.append(generations[start:start + job.n])
             start += job.n
         return results
+
+
+class _StopOnStrings:
+    """Stop a row once its *generated* text contains a stop string.
+
+    transformers' own `stop_strings` also matches across the prompt boundary (a prompt ending in "\\n" plus a
+    generated "\\n" stops on "\\n\\n"), which cuts answers short; we look at the new tokens only.
+    """
+
+    def __init__(self, tokenizer, stops: tuple[str, ...], prompt_width: int):
+        self.tokenizer, self.stops, self.prompt_width = tokenizer, stops, prompt_width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
+        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -152,7 +152,7 @@ def load_model(spec: str = SMOLLM2, adapter: str | None = None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
-    except (OSError, ValueError, KeyError) as err:
+    except Exception as err:  # safetensors, json and config errors all mean the same to a user: a broken folder
         raise ModelError(f"could not load the model in {path}: {str(err).splitlines()[0]}",
                          hint="the folder looks corrupt; write it again with save_pretrained()") from err
     if tokenizer.pad_token_id is None:

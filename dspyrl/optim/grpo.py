@@ -23,7 +23,6 @@ import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
@@ -201,12 +200,16 @@ class GRPO(Teleprompter):
 
         # 5. new candidates from this step's runs, and a validation score of the most likely prompt
         scored = {}  # predictor -> ScoredCall list
+        predictors = dict(student.named_predictors())
         for (ei, si), r in by_position.items():
             for call in r.calls:
+                if call.predictor not in predictors:
+                    continue
+                inputs = _call_inputs(call, examples[ei], predictors[call.predictor].signature)
                 scored.setdefault(call.predictor, []).append(ScoredCall(
-                    _call_inputs(call), call.outputs if call.outputs else (call.completion or ""),
+                    inputs, call.outputs if call.outputs else (call.completion or ""),
                     float(r.reward.total), adv.advantages[ei][si], r.reward.feedback or (r.error or "")))
-                self._collect_demo(state, student, call, r)
+                self._collect_demo(state, predictors[call.predictor], call, inputs, r)
         proposed = 0
         if cfg.propose_every and state.step % cfg.propose_every == 0:
             proposed = self._propose(student, state, scored, lm)
@@ -281,13 +284,15 @@ class GRPO(Teleprompter):
         """Run and score through the rollout engine; adds its counters to the run's budget."""
         from dspyrl.rollout import run_rollouts
 
+        # rollout ids move on with every step, so sampled groups (temperature > 0) never get an earlier step's cached
+        # samples back, while a resumed run replays its interrupted step from the cache
         batch = run_rollouts(student, examples, self.reward, group_size=group_size, lm=lm, configure=configure,
                              num_threads=self.config.num_threads, progress=False, temperature=temperature,
-                             failure_reward=self.config.failure_reward)
+                             failure_reward=self.config.failure_reward, rollout_offset=state.step * group_size)
         state.metric_calls += len(batch.rollouts)  # one per scored run, failures included (GEPA counts the same)
         state.lm_calls += int(batch.lm_calls or 0)
         state.failures += int(batch.failures or 0)
-        state.tokens += _total_tokens(batch.tokens)
+        state.tokens += int(batch.tokens)
         state.cost += float(batch.cost or 0.0)
         return batch
 
@@ -331,14 +336,11 @@ class GRPO(Teleprompter):
                     added += 1
         return added
 
-    def _collect_demo(self, state: GRPOState, student, call, rollout) -> None:
+    def _collect_demo(self, state: GRPOState, predictor, call, inputs: dict, rollout) -> None:
         """Keep a high-reward run's call (its inputs and outputs) as demo material for that predictor."""
         if rollout.error or call.failed or float(rollout.reward.total) < self.config.bootstrap_min_reward:
             return
-        inputs, outputs = _call_inputs(call), call.outputs if isinstance(call.outputs, dict) else {}
-        predictor = dict(student.named_predictors()).get(call.predictor)
-        if predictor is None or not inputs or not outputs:
-            return
+        outputs = call.outputs if isinstance(call.outputs, dict) else {}
         from dspy.predict.predict import serialize_object
 
         demo = {k: serialize_object(v) for k, v in {**inputs, **outputs}.items() if k in predictor.signature.fields}
@@ -354,14 +356,16 @@ class GRPO(Teleprompter):
             run.save_checkpoint(state.to_json())
 
 
-def _call_inputs(call) -> dict:
-    return dict(getattr(call, "inputs", None) or {})
-
-
-def _total_tokens(tokens: Any) -> int:
-    if isinstance(tokens, dict):
-        return int(sum(v for v in tokens.values() if isinstance(v, (int, float))))
-    return int(tokens or 0)
+def _call_inputs(call, example, signature) -> dict:
+    """The predictor's inputs in this call: recorded by the rollout engine when it does, else (single-step programs)
+    the example's inputs when they are exactly what the predictor reads."""
+    recorded = getattr(call, "inputs", None)
+    if recorded:
+        return {k: v for k, v in dict(recorded).items() if k in signature.input_fields}
+    inputs = example.inputs()
+    if all(name in inputs for name in signature.input_fields):
+        return {name: inputs[name] for name in signature.input_fields}
+    return {}
 
 
 def _lm_name(lm) -> str | None:

@@ -1,0 +1,366 @@
+"""Rollouts: run a DSPy program on examples × G samples, concurrently, and keep everything an optimizer needs.
+
+This is the ONE place programs are run on examples; `dspyrl eval`, the GRPO prompt policy, LoRA GRPO and the
+comparator all call `run_rollouts`. For each (example i, sample s) it
+
+1. deep-copies the program (so per-rollout prompt choices never leak between threads) and calls
+   `configure(program_copy, i, s)`, which may set instructions/demos and returns the JSON-able choices it made;
+2. runs the copy under `dspy.context(lm=<a per-rollout copy of the LM>, adapter=..., callbacks=[recorder])`:
+   the LM copy has its own history and, for sampled groups, its own `rollout_id`, so the G samples of one group
+   are distinct draws (and still cached: rerunning the same rollout — e.g. after a resume — costs nothing);
+3. records every predictor call (formatted messages, raw completion, parsed outputs, failure) with a DSPy
+   callback that lives only in that rollout's context, so concurrent rollouts never see each other's calls;
+4. scores the prediction with the reward, outside the rollout's context, so a judge's own LM calls are not
+   mistaken for the program's.
+
+Failures never raise: an LM error (after dspy.LM's own retries) or an unparseable output (AdapterParseError) makes the
+rollout `failed`, with `failure_reward` as its reward and the error kept; a reward that raises or returns NaN/None is
+counted the same way. Only programming errors in `configure` propagate.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import dspy
+from dspy.utils.callback import BaseCallback
+
+from dspyrl.errors import ConfigError
+from dspyrl.rewards.combine import RewardResult, to_reward_result
+
+
+# ----------------------------------------------------------------------------------------------- records
+@dataclass
+class PredictorCall:
+    """One call of one predictor inside a rollout."""
+
+    predictor: str  # the name from program.named_predictors(), e.g. "predict" or "classify.predict"
+    messages: list[dict] | None  # the chat messages the adapter formatted (last attempt, if the adapter retried)
+    completion: str | None  # the raw LM text
+    outputs: dict[str, Any] | None  # the parsed output fields, None if parsing failed
+    failed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"predictor": self.predictor, "messages": _jsonable(self.messages), "completion": self.completion,
+                "outputs": _jsonable(self.outputs), "failed": self.failed}
+
+
+@dataclass
+class Rollout:
+    example_index: int
+    sample_index: int
+    choices: dict[str, Any]  # what `configure` chose (JSON-able), {} without a configure hook
+    prediction: Any  # dspy.Prediction, or None when the program failed
+    calls: list[PredictorCall]
+    reward: RewardResult
+    error: str | None = None  # "<ExceptionType>: <message>" when the program failed
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        """The program or its reward failed; the reward is then the failure reward."""
+        return self.error is not None or self.reward.failed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "example_index": self.example_index, "sample_index": self.sample_index, "choices": _jsonable(self.choices),
+            "prediction": _jsonable(dict(self.prediction.items())) if self.prediction is not None else None,
+            "reward": self.reward.to_json(), "error": self.error, "failed": self.failed,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "latency_s": round(self.latency_s, 4), "cost": self.cost,
+            "calls": [c.to_json() for c in self.calls],
+        }
+
+
+@dataclass
+class RolloutBatch:
+    """All rollouts of one run_rollouts call, ordered by (example_index, sample_index), plus counters."""
+
+    rollouts: list[Rollout]
+    group_size: int = 1
+    lm_calls: int = 0
+    failures: int = 0  # rollouts whose program failed (LM error, unparseable output)
+    reward_failures: int = 0  # rollouts whose program ran but whose reward failed (judge failure, NaN, exception)
+    metric_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    wall_s: float = 0.0
+    error_types: dict[str, int] = field(default_factory=dict)  # exception type name -> count
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def rewards_by_group(self) -> list[list[float]]:
+        """One list of G rewards per example, in example order (the input to group-relative advantages)."""
+        groups: dict[int, list[float]] = {}
+        for rollout in self.rollouts:
+            groups.setdefault(rollout.example_index, []).append(rollout.reward.total)
+        return [groups[i] for i in sorted(groups)]
+
+    def mean_reward(self) -> float:
+        return sum(r.reward.total for r in self.rollouts) / len(self.rollouts) if self.rollouts else 0.0
+
+    def component_means(self) -> dict[str, float]:
+        """Mean of each named reward component over the rollouts that have it."""
+        sums: dict[str, list[float]] = {}
+        for rollout in self.rollouts:
+            for name, value in rollout.reward.components.items():
+                sums.setdefault(name, []).append(value)
+        return {name: sum(values) / len(values) for name, values in sums.items()}
+
+    def counters(self) -> dict[str, Any]:
+        return {"rollouts": len(self.rollouts), "group_size": self.group_size, "lm_calls": self.lm_calls,
+                "failures": self.failures, "reward_failures": self.reward_failures, "metric_calls": self.metric_calls,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "tokens": self.tokens, "cost": self.cost, "wall_s": round(self.wall_s, 3),
+                "error_types": dict(self.error_types)}
+
+
+# ----------------------------------------------------------------------------------------------- call capture
+class _CallRecorder(BaseCallback):
+    """Collects one rollout's predictor calls and token usage. It is installed only in that rollout's dspy.context,
+    so it sees only that rollout's calls; a lock covers programs that fan out into threads (dspy.Parallel)."""
+
+    def __init__(self, predictor_names: dict[int, str]):
+        self._names = predictor_names
+        self._lock = threading.Lock()
+        self._open: dict[str, dict[str, Any]] = {}  # Predict call_id -> the call being built
+        self._active = threading.local()  # per-thread stack of open Predict call_ids
+        self._lms: dict[str, Any] = {}  # LM call_id -> LM instance
+        self.calls: list[PredictorCall] = []
+        self.lm_calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost = 0.0
+
+    def _stack(self) -> list[str]:
+        if not hasattr(self._active, "stack"):
+            self._active.stack = []
+        return self._active.stack
+
+    def _current(self) -> dict[str, Any] | None:
+        stack = self._stack()
+        return self._open.get(stack[-1]) if stack else None
+
+    def on_module_start(self, call_id, instance, inputs):
+        if isinstance(instance, dspy.Predict):
+            name = self._names.get(id(instance)) or type(instance.signature).__name__
+            with self._lock:
+                self._open[call_id] = {"predictor": name, "messages": None, "completion": None, "outputs": None}
+            self._stack().append(call_id)
+
+    def on_module_end(self, call_id, outputs, exception=None):
+        with self._lock:
+            frame = self._open.pop(call_id, None)
+        if frame is None:
+            return
+        stack = self._stack()
+        if stack and stack[-1] == call_id:
+            stack.pop()
+        with self._lock:
+            self.calls.append(PredictorCall(frame["predictor"], frame["messages"], frame["completion"],
+                                            frame["outputs"], failed=exception is not None))
+
+    def on_adapter_format_end(self, call_id, outputs, exception=None):
+        frame = self._current()
+        if frame is not None and outputs is not None:
+            frame["messages"] = outputs
+
+    def on_adapter_parse_end(self, call_id, outputs, exception=None):
+        frame = self._current()
+        if frame is not None:
+            frame["outputs"] = dict(outputs) if exception is None and outputs is not None else None
+
+    def on_lm_start(self, call_id, instance, inputs):
+        with self._lock:
+            self._lms[call_id] = instance
+
+    def on_lm_end(self, call_id, outputs, exception=None):
+        with self._lock:
+            lm = self._lms.pop(call_id, None)
+            self.lm_calls += 1
+        if exception is None and outputs:
+            first = outputs[0]
+            text = first.get("text") if isinstance(first, dict) else first
+            frame = self._current()
+            if frame is not None:
+                frame["completion"] = text if isinstance(text, str) else str(text)
+        # The LM's history got this call's entry just before the end callbacks ran. Our per-rollout LM copy is used by
+        # this rollout only, so its last entry is ours; a predictor's own LM (shared) is read the same way, best effort.
+        history = getattr(lm, "history", None)
+        if exception is None and history:
+            entry = history[-1]
+            usage = entry.get("usage") or {}  # empty on a cache hit: a cached answer costs no tokens
+            with self._lock:
+                self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+                self.completion_tokens += int(usage.get("completion_tokens") or 0)
+                self.cost += float(entry.get("cost") or 0.0) if usage else 0.0
+
+
+# ----------------------------------------------------------------------------------------------- the engine
+def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any], *, group_size: int = 1,
+                 lm: dspy.LM | None = None, adapter: Any = None, num_threads: int = 4,
+                 configure: Callable[[dspy.Module, int, int], dict] | None = None, progress: bool = True,
+                 temperature: float | None = None, cache: bool = True, failure_reward: float = 0.0,
+                 rollout_offset: int = 0, description: str = "rollouts") -> RolloutBatch:
+    """Run `program` on every example `group_size` times; see the module docstring.
+
+    `lm` defaults to `dspy.settings.lm`. `temperature` overrides the LM's (samples of a group differ only when it is
+    > 0). `rollout_offset` shifts the samples' rollout ids: an optimizer passes e.g. step × group_size so that step 2
+    does not get step 1's cached samples back, while a resumed run still hits the cache. `cache=False` bypasses
+    DSPy's cache altogether. `adapter` is a dspy Adapter instance (or None for the context's adapter).
+    """
+    if group_size < 1:
+        raise ConfigError(f"group_size must be at least 1, got {group_size}")
+    if num_threads < 1:
+        raise ConfigError(f"num_threads must be at least 1, got {num_threads}")
+    base_lm = lm if lm is not None else dspy.settings.lm
+    if base_lm is None:
+        raise ConfigError("no language model: pass lm= or set one with dspy.configure(lm=...)")
+    effective_temperature = temperature if temperature is not None else (base_lm.kwargs.get("temperature") or 0.0)
+    jobs = [(i, s) for i in range(len(examples)) for s in range(group_size)]
+    started = time.perf_counter()
+
+    def run_one(job: tuple[int, int]) -> tuple[Rollout, _CallRecorder]:
+        i, s = job
+        updates: dict[str, Any] = {}
+        if temperature is not None:
+            updates["temperature"] = temperature
+        if effective_temperature and effective_temperature > 0:
+            updates["rollout_id"] = rollout_offset + s
+        if not cache:
+            updates["cache"] = False
+        return _rollout(program, examples[i], i, s, reward, base_lm.copy(**updates), adapter, configure, failure_reward)
+
+    results: list[tuple[Rollout, _CallRecorder]] = []
+    with _progress_bar(progress, description, len(jobs)) as advance:
+        if num_threads == 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(run_one(job))
+                advance()
+        else:
+            with ThreadPoolExecutor(max_workers=min(num_threads, len(jobs))) as pool:
+                # Each job runs in a copy of the caller's context, so dspy.context() settings made by the caller
+                # (adapter, callbacks, track_usage) hold inside the worker threads too.
+                futures = [pool.submit(contextvars.copy_context().run, run_one, job) for job in jobs]
+                try:
+                    for future in futures:
+                        results.append(future.result())
+                        advance()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+
+    batch = RolloutBatch([rollout for rollout, _ in results], group_size=group_size)
+    errors: Counter[str] = Counter()
+    for rollout, recorder in results:
+        batch.lm_calls += recorder.lm_calls
+        batch.prompt_tokens += rollout.prompt_tokens
+        batch.completion_tokens += rollout.completion_tokens
+        batch.cost += rollout.cost
+        if rollout.error is not None:
+            batch.failures += 1
+            errors[rollout.error.split(":", 1)[0]] += 1
+        else:
+            batch.metric_calls += 1
+            if rollout.reward.failed:
+                batch.reward_failures += 1
+    batch.error_types = dict(errors)
+    batch.wall_s = time.perf_counter() - started
+    return batch
+
+
+def _rollout(program, example, i, s, reward, rollout_lm, adapter, configure, failure_reward):
+    program_copy = _copy_program(program)
+    choices = configure(program_copy, i, s) if configure is not None else {}
+    recorder = _CallRecorder({id(p): name for name, p in program_copy.named_predictors()})
+    settings: dict[str, Any] = {"lm": rollout_lm, "callbacks": [*(dspy.settings.callbacks or []), recorder]}
+    if adapter is not None:
+        settings["adapter"] = adapter
+    prediction, error = None, None
+    start = time.perf_counter()
+    with dspy.context(**settings):
+        try:
+            prediction = program_copy(**example.inputs())
+        except Exception as err:  # LM failure after retries, unparseable output, or a failing program: counted
+            error = _describe(err)
+    latency = time.perf_counter() - start
+    if error is not None:
+        result = RewardResult(failure_reward, feedback=error, failed=True)
+    else:
+        try:
+            result = to_reward_result(reward(example, prediction, None), failure_score=failure_reward)
+        except Exception as err:
+            result = RewardResult(failure_reward, feedback=f"reward failed: {_describe(err)}", failed=True)
+    rollout = Rollout(i, s, choices or {}, prediction, list(recorder.calls), result, error,
+                      recorder.prompt_tokens, recorder.completion_tokens, latency, recorder.cost)
+    return rollout, recorder
+
+
+def _copy_program(program: dspy.Module) -> dspy.Module:
+    """A deep copy that shares (never copies) LMs attached to predictors: copying a local LM would copy its weights."""
+    memo: dict[int, Any] = {}
+    for _, predictor in program.named_predictors():
+        predictor_lm = getattr(predictor, "lm", None)
+        if predictor_lm is not None:
+            memo[id(predictor_lm)] = predictor_lm
+    try:
+        return copy.deepcopy(program, memo)
+    except Exception:  # uncopyable attributes: DSPy's own fallback copies parameters deeply, the rest shallowly
+        return program.deepcopy()
+
+
+def _describe(err: BaseException) -> str:
+    message = " ".join(str(err).split())
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return f"{type(err).__name__}: {message}"
+
+
+class _progress_bar:
+    """A rich progress bar (or nothing), as a context manager yielding an advance() function."""
+
+    def __init__(self, enabled: bool, description: str, total: int):
+        self.enabled, self.description, self.total = enabled, description, total
+        self._progress = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), transient=False)
+        self._progress.__enter__()
+        task = self._progress.add_task(self.description, total=self.total)
+        return lambda: self._progress.advance(task)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only: pydantic models dumped, anything else stringified."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return _jsonable(value.model_dump())
+    return str(value)

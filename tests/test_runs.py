@@ -1,0 +1,97 @@
+"""The run folder: atomic JSON, RNG state as JSON, secrets scrubbed, resume rules, early stopping, program save/load."""
+
+import json
+import random
+
+import dspy
+import pytest
+
+from dspyrl.errors import ConfigError, MissingExtraError
+from dspyrl.runs import (EarlyStopping, RunFolder, TensorBoardCallback, rng_from_json, rng_state_to_json,
+                         scrub_secrets, write_json_atomic)
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
+    target = tmp_path / "state.json"
+    write_json_atomic(target, {"step": 1})
+    write_json_atomic(target, {"step": 2, "big": list(range(1000))})
+    assert json.loads(target.read_text())["step"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "state.json"
+    write_json_atomic(target, {"step": 1})
+    with pytest.raises(ValueError):
+        write_json_atomic(target, {"bad": float("nan"), "loop": _SelfRef()})
+    assert json.loads(target.read_text()) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+class _SelfRef:
+    def __str__(self):
+        raise ValueError("cannot serialise")
+
+
+def test_rng_state_survives_json():
+    rng = random.Random(7)
+    rng.random()
+    restored = rng_from_json(json.loads(json.dumps(rng_state_to_json(rng))))
+    assert [restored.random() for _ in range(5)] == [rng.random() for _ in range(5)]
+
+
+def test_secrets_never_reach_the_config_file(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.write_config({"lm": "openrouter/x", "api_key": "sk-123", "nested": {"OPENAI_API_KEY": "sk-9", "max_tokens": 5}})
+    text = (tmp_path / "run" / "config.json").read_text()
+    assert "sk-" not in text
+    assert json.loads(text) == {"lm": "openrouter/x", "nested": {"max_tokens": 5}}
+    assert scrub_secrets([{"password": "x", "a": 1}]) == [{"a": 1}]
+
+
+def test_resume_rules_and_metrics_truncation(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        RunFolder(tmp_path / "run", resume=True)
+    run = RunFolder(tmp_path / "run")
+    run.save_checkpoint({"step": 2})
+    for step in (1, 2, 3):
+        run.log_metrics({"step": step})
+    with pytest.raises(ConfigError, match="already holds a run"):
+        RunFolder(tmp_path / "run")
+    resumed = RunFolder(tmp_path / "run", resume=True)
+    assert resumed.load_checkpoint() == {"step": 2}
+    resumed.truncate_metrics(2)
+    assert [m["step"] for m in resumed.metrics()] == [1, 2]
+
+
+def test_program_saves_in_dspy_format_and_loads_back(tmp_path):
+    program = dspy.Predict("question -> answer")
+    program.signature = program.signature.with_instructions("Answer briefly.")
+    program.demos = [dspy.Example(question="1+1?", answer="2")]
+    path = RunFolder(tmp_path / "run").save_program(program)
+    fresh = dspy.Predict("question -> answer")
+    fresh.load(str(path))
+    assert fresh.signature.instructions == "Answer briefly."
+    assert fresh.demos[0]["answer"] == "2"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["program.json"]
+
+
+def test_early_stopping_counts_evaluations_without_improvement():
+    stopper = EarlyStopping(patience=2, min_delta=0.01)
+    assert [stopper.update(s) for s in (0.5, 0.6, 0.605, 0.6)] == [False, False, False, True]
+    assert EarlyStopping.from_json(stopper.to_json()).best == 0.6
+    never = EarlyStopping(patience=0)
+    assert not any(never.update(0.1) for _ in range(10))
+
+
+def test_tensorboard_without_the_package_is_a_typed_error(tmp_path):
+    pytest.importorskip("torch")
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingExtraError):
+            TensorBoardCallback(tmp_path)
+    else:
+        callback = TensorBoardCallback(tmp_path)
+        callback.on_step_end({"step": 1, "reward_mean": 0.5, "nested": {"kl": 0.1}})
+        assert any(tmp_path.iterdir())
