@@ -101,6 +101,86 @@ def _run_optimize(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- eval
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="score a program on a dataset: mean reward, components, failures, tokens; writes a run folder",
+                       description="Evaluate a program concurrently through the rollout engine, print one table and "
+                                   "write a run folder (config.json, results.jsonl, summary.json, program.json).")
+    p.add_argument("program", help="a ready program name (e.g. sentiment) or a path to a program .py file")
+    p.add_argument("--data", default=None, help="dataset file: .jsonl, .csv, .parquet/.arrow or a datasets save_to_disk "
+                                                "folder (default: the program's own examples)")
+    p.add_argument("--split", default=None, help="split of a Hugging Face dataset folder")
+    _add_model_option(p)
+    p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/eval-<program>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
+    p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=256, help="completion limit (default: %(default)s)")
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from dspyrl.evaluate import EvalConfig, evaluate
+
+    evaluate(EvalConfig(program=args.program, data=args.data, split=args.split, model=args.model, judge=args.judge,
+                        out=args.out, threads=args.threads, limit=args.limit, temperature=args.temperature,
+                        max_tokens=args.max_tokens, overwrite=args.overwrite))
+    return 0
+
+
+# ---------------------------------------------------------------- compare
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="A/B test two programs, models, saved programs or adapters with paired statistics",
+                       description="Run arms A and B on the same examples and report the paired difference (bootstrap CI, "
+                                   "McNemar or Wilcoxon, effect size, n for 80% power), an optional pairwise judge, cost "
+                                   "and latency. An arm is 'baseline' (the program as written), a run folder or saved "
+                                   "program .json, a LoRA adapter folder, or a model spec (same forms as --model). "
+                                   "Writes comparison.json and report.html.")
+    p.add_argument("a", metavar="A", help="arm A (e.g. baseline)")
+    p.add_argument("b", metavar="B", help="arm B (e.g. runs/sentiment-…/ or openrouter/<vendor>/<model>)")
+    p.add_argument("--program", default="sentiment", help="program file the arms are built from and scored with "
+                                                          "(name or .py path; default: %(default)s)")
+    p.add_argument("--data", default=None, help="dataset file (.jsonl, .csv, …; default: the program's own examples)")
+    p.add_argument("--split", default="test", choices=("test", "all"),
+                   help="without --data: which of the program's examples (default: %(default)s, the held-out split)")
+    _add_model_option(p)
+    p.add_argument("--judge", default=None, help="LM for a pairwise judge, asked in both orders (same forms as --model)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/compare-<time>)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
+    p.add_argument("--threads", type=int, default=4, help="concurrent program runs per arm (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature for both arms (default: 0)")
+    p.add_argument("--max-tokens", type=int, default=128, help="completion limit (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    p.set_defaults(handler=_run_compare)
+
+
+def _run_compare(args) -> int:
+    from dspyrl.compare import compare_specs
+
+    compare_specs(args.a, args.b, program=args.program, data=args.data, split=args.split, model=args.model,
+                  judge=args.judge, out=args.out, limit=args.limit, max_tokens=args.max_tokens,
+                  num_threads=args.threads, temperature=args.temperature, seed=args.seed)
+    return 0
+
+
+# ---------------------------------------------------------------- report
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="(re)write the HTML report of a run or comparison folder",
+                       description="Rebuild RUN_DIR/report.html (self-contained, plots embedded) from the folder's "
+                                   "comparison.json or metrics.jsonl.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by compare, optimize, finetune or eval")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args) -> int:
+    from dspyrl.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dspyrl",
@@ -110,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     # Each subcommand registers itself here; keep the order the user meets them in.
     _add_demo(sub)
+    _add_eval(sub)
     _add_optimize(sub)
+    _add_compare(sub)
+    _add_report(sub)
     _add_serve(sub)
     return parser
 

@@ -14,18 +14,21 @@ first and then B's, and only a preference that survives the swap counts as a win
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import dspy
 import numpy as np
 
 from dspyrl.errors import ConfigError, DataError
-from dspyrl.stats import PairedStats, paired_statistics
+
+if TYPE_CHECKING:  # scipy (through dspyrl.stats) loads only when a comparison runs, keeping `import dspyrl` light
+    from dspyrl.stats import PairedStats
 
 
 # ----------------------------------------------------------------------------------------------- arms
@@ -142,43 +145,25 @@ def check_examples(examples: list, arms: list[Arm]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- pairwise judge
-FIRST, SECOND, TIE = "first", "second", "tie"
+DEFAULT_RUBRIC = ("Which output does the task better for these inputs: correct (agrees with the reference answer when "
+                  "one is given), complete, and in the requested form? Length is not a merit in itself.")
 
 
-@dataclass
-class PairwiseOutcome:
-    """The judge's two looks at one example, as arm letters: 'A', 'B', 'tie', or None when the judge call failed."""
+def summarize_pairwise(judgements: list, lengths_a: list[int], lengths_b: list[int]) -> dict:
+    """Win / loss / tie counts, B's win rate with ties as half, and how often the verdict flipped with the order.
 
-    ab: str | None  # A's output shown first
-    ba: str | None  # B's output shown first
-
-    @property
-    def winner(self) -> str:
-        """A win must survive the position swap; anything else (incl. a failed look) is a tie."""
-        return self.ab if self.ab == self.ba and self.ab in ("A", "B") else "tie"
-
-    @property
-    def inconsistent(self) -> bool:
-        return self.ab is not None and self.ba is not None and self.ab != self.ba
-
-
-def position_to_arm(preferred: str | None, first: str) -> str | None:
-    """Map the judge's preferred position ('first'/'second'/'tie') to the arm letter shown there."""
-    second = "B" if first == "A" else "A"
-    return {FIRST: first, SECOND: second, TIE: "tie"}.get(preferred)
-
-
-def summarize_pairwise(outcomes: list[PairwiseOutcome], lengths_a: list[int], lengths_b: list[int]) -> dict:
-    """Win / loss / tie counts, B's win rate with ties as half, and how often the verdict flipped with the order."""
-    winners = [o.winner for o in outcomes]
-    judged = [o for o in outcomes if o.ab is not None and o.ba is not None]
+    `judgements` are `PairwiseJudgement`s from `RewardModule.compare`, which asks A-first and B-first and calls a
+    disagreement a tie. The inconsistency rate is over the examples where both orders gave a verdict; a judge that
+    always prefers the first position flips on every example (1.0) and produces nothing but ties."""
+    winners = [j.winner for j in judgements]
+    judged = [j for j in judgements if not j.failed]
     b_wins, a_wins = winners.count("B"), winners.count("A")
     ties = len(winners) - b_wins - a_wins
     return {
         "b_wins": b_wins, "a_wins": a_wins, "ties": ties,
         "win_rate_b": (b_wins + 0.5 * ties) / len(winners) if winners else None,
-        "inconsistency": sum(o.inconsistent for o in judged) / len(judged) if judged else None,
-        "failures": len(outcomes) - len(judged),
+        "inconsistency": sum(not j.consistent for j in judged) / len(judged) if judged else None,
+        "failures": len(judgements) - len(judged),
         "mean_length_a": float(np.mean(lengths_a)) if lengths_a else None,
         "mean_length_b": float(np.mean(lengths_b)) if lengths_b else None,
     }
@@ -265,3 +250,210 @@ class ComparisonResult:
                                              f"mean length A {j['mean_length_a']:.0f} / B {j['mean_length_b']:.0f} chars")
         console.print(detail)
         console.print(f"[bold]{s.verdict}[/bold]")
+
+
+class ModelComparator:
+    """Run arms A and B on the same examples and compare them; see the module docstring.
+
+    `a`, `b`: a `dspy.Module` (runs on the configured dspy LM) or an `Arm` (program + LM + name).
+    `reward`: the per-example score, any reward callable. `judge`: optional, anything with RewardModule's
+    `compare(inputs=, output_a=, output_b=, reference=)` and `output_text(pred)`.
+    Settings are a `ComparisonConfig` (or its fields as keyword arguments)."""
+
+    def __init__(self, a, b, data, *, reward, judge=None, config: ComparisonConfig | None = None, **settings):
+        self.arm_a, self.arm_b = _as_arm(a, "A"), _as_arm(b, "B")
+        if not callable(reward):
+            raise ConfigError("reward must be a callable (example, pred, trace=None) -> float | RewardResult")
+        if judge is not None and not callable(getattr(judge, "compare", None)):
+            raise ConfigError(f"judge must be a dspyrl RewardModule (with .compare), got {type(judge).__name__}")
+        self.examples = list(data)
+        check_examples(self.examples, [self.arm_a, self.arm_b])
+        self.reward, self.judge = reward, judge
+        self.config = config or ComparisonConfig(**settings)
+
+    def run(self) -> ComparisonResult:
+        from dspyrl.stats import paired_statistics
+
+        c = self.config
+        batches = self._run_arms()
+        rewards_a = [r.reward.total for r in batches["A"].rollouts]
+        rewards_b = [r.reward.total for r in batches["B"].rollouts]
+        stats = paired_statistics(rewards_a, rewards_b, seed=c.seed, confidence=c.confidence, alpha=c.alpha,
+                                  n_resamples=c.n_resamples, names=self._names())
+        rows = [self._example_row(i, batches["A"].rollouts[i], batches["B"].rollouts[i])
+                for i in range(len(self.examples))]
+        judge_summary = self._run_judge(batches, rows) if self.judge is not None else None
+        settings = {"seed": c.seed, "temperature": c.temperature, "examples": len(self.examples),
+                    "failure_reward": c.failure_reward, "confidence": c.confidence, "alpha": c.alpha,
+                    "bootstrap_resamples": c.n_resamples}
+        arms = {letter: {"name": arm.name, "description": arm.description,
+                         "lm": getattr(arm.lm, "model", None), "adapter": type(arm.adapter).__name__ if arm.adapter else None}
+                for letter, arm in (("A", self.arm_a), ("B", self.arm_b))}
+        cost = {letter: arm_cost(batches[letter], arm.lm) for letter, arm in (("A", self.arm_a), ("B", self.arm_b))}
+        return ComparisonResult(arms, settings, stats, cost, rows, judge_summary)
+
+    def _names(self) -> tuple[str, str]:
+        return tuple(letter if arm.name in ("", letter) else f"{letter} ({arm.name})"
+                     for letter, arm in (("A", self.arm_a), ("B", self.arm_b)))
+
+    def _run_arms(self) -> dict:
+        """Both arms at once (a local model then batches their requests together), each with its own progress bar."""
+        from dspyrl.rollout import run_rollouts
+
+        c = self.config
+
+        def run(arm: Arm, label: str):
+            return run_rollouts(arm.program, self.examples, self.reward, group_size=1, lm=arm.lm, adapter=arm.adapter,
+                                num_threads=c.num_threads, progress=c.progress, temperature=c.temperature,
+                                cache=c.cache, failure_reward=c.failure_reward, description=label)
+
+        names = self._names()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            # copy_context: the caller's dspy.context (LM, adapter, callbacks) holds inside both arms' threads
+            futures = {letter: pool.submit(contextvars.copy_context().run, run, arm, name)
+                       for letter, arm, name in (("A", self.arm_a, names[0]), ("B", self.arm_b, names[1]))}
+            return {letter: future.result() for letter, future in futures.items()}
+
+    def _example_row(self, i: int, a, b) -> dict:
+        example = self.examples[i]
+        row = {"index": i, "inputs": _jsonable(dict(example.inputs().items())),
+               "labels": _jsonable(dict(example.labels().items())), "reward_a": a.reward.total,
+               "reward_b": b.reward.total}
+        for letter, rollout in (("a", a), ("b", b)):
+            row[f"output_{letter}"] = _jsonable(dict(rollout.prediction.items())) if rollout.prediction is not None else None
+            row[f"error_{letter}"] = rollout.error or (rollout.reward.feedback if rollout.reward.failed else None)
+            row[f"raw_{letter}"] = rollout.calls[-1].completion if rollout.error and rollout.calls else None
+            row[f"feedback_{letter}"] = rollout.reward.feedback or None
+        return row
+
+    def _run_judge(self, batches: dict, rows: list[dict]) -> dict:
+        """Ask the judge about every example in both orders (RewardModule.compare swaps the positions)."""
+        judge, c = self.judge, self.config
+
+        def text(rollout) -> str:
+            if rollout.prediction is not None:
+                return judge.output_text(rollout.prediction)
+            raw = rollout.calls[-1].completion if rollout.calls else None
+            return raw or "(no output: the program failed)"
+
+        def ask(i: int):
+            example = self.examples[i]
+            labels = dict(example.labels().items())
+            reference = "\n".join(f"{k}: {v}" for k, v in labels.items()) or None
+            return judge.compare(inputs=dict(example.inputs().items()), output_a=texts_a[i], output_b=texts_b[i],
+                                 reference=reference)
+
+        texts_a = [text(r) for r in batches["A"].rollouts]
+        texts_b = [text(r) for r in batches["B"].rollouts]
+        from rich.progress import Progress
+
+        with Progress(disable=not c.progress) as progress, ThreadPoolExecutor(max(1, c.judge_threads)) as pool:
+            task = progress.add_task("pairwise judge (both orders)", total=len(self.examples))
+            futures = [pool.submit(contextvars.copy_context().run, ask, i) for i in range(len(self.examples))]
+            judgements = []
+            for future in futures:
+                judgements.append(future.result())
+                progress.advance(task)
+        for row, judgement in zip(rows, judgements):
+            row["judge"] = judgement.winner
+            row["judge_verdicts"] = list(judgement.verdicts)
+        return summarize_pairwise(judgements, [len(t) for t in texts_a], [len(t) for t in texts_b])
+
+
+# ----------------------------------------------------------------------------------------------- cost and reliability
+def arm_cost(batch, lm) -> dict:
+    """Tokens, cost, latency percentiles and failure rates of one arm's rollouts."""
+    rollouts = batch.rollouts
+    n = max(1, len(rollouts))
+    latencies = np.array([r.latency_s for r in rollouts] or [0.0])
+    parse_failures = sum(1 for r in rollouts if r.error and r.error.startswith("AdapterParseError"))
+    other_errors = sum(1 for r in rollouts if r.error) - parse_failures
+    return {
+        "rollouts": len(rollouts), "lm_calls": batch.lm_calls,
+        "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
+        "cost": _known_cost(batch.cost, lm, batch.lm_calls),
+        "latency_p50_s": float(np.percentile(latencies, 50)), "latency_p95_s": float(np.percentile(latencies, 95)),
+        "error_rate": other_errors / n, "parse_failure_rate": parse_failures / n,
+        "reward_failure_rate": batch.reward_failures / n, "error_types": dict(batch.error_types),
+        "wall_s": batch.wall_s,
+    }
+
+
+def _known_cost(cost: float, lm, lm_calls: int) -> float | None:
+    """The cost in USD where it is known: LiteLLM priced the calls, no call was made, or the model runs in-process
+    (free); None when LiteLLM has no price for the model (a cost of 0.0 would then be a lie)."""
+    if cost:
+        return float(cost)
+    model = getattr(lm, "model", None) or getattr(dspy.settings.lm, "model", "") or ""
+    if lm_calls == 0 or model.startswith("local/"):
+        return 0.0
+    import litellm  # already loaded: the calls went through it
+
+    priced = model in litellm.model_cost or model.split("/", 1)[-1] in litellm.model_cost
+    return 0.0 if priced else None  # priced but 0.0: every call was a cache hit
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return _jsonable(value.model_dump())
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------- CLI entry
+def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | None = None, split: str = "test",
+                  model: str = "smollm2", judge: str | None = None, out: str | Path | None = None,
+                  limit: int | None = None, max_tokens: int = 128, console=None, **settings) -> ComparisonResult:
+    """`dspyrl compare A B`: resolve the arms and the data, run, print the table, write comparison.json + report.html.
+
+    The data are `--data FILE` (checked against the program's own examples' fields) or, without it, the program's
+    own examples: the held-out test split by default (the same seeded split `dspyrl optimize` trains around)."""
+    from datetime import datetime
+
+    from rich.console import Console
+
+    from dspyrl.data import DataSpec, load_examples, split_examples
+    from dspyrl.lm import lm_from_spec
+    from dspyrl.programs import load_program_file
+
+    console = console or Console()
+    program_file = load_program_file(program)
+    own_examples = program_file.load_examples()
+    if data:
+        examples = load_examples(data, DataSpec.from_examples(own_examples), limit=limit)
+    else:
+        if split not in ("test", "all"):
+            raise ConfigError(f"--split must be 'test' or 'all', got '{split}'")
+        examples = split_examples(own_examples, seed=0)[2] if split == "test" else own_examples
+        examples = examples[:limit] if limit else examples
+    lm_cache: dict = {}
+    lm_kwargs = {"temperature": 0.0, "max_tokens": max_tokens}
+    with console.status("loading the models…"):
+        arm_a = resolve_arm(a, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
+        arm_b = resolve_arm(b, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
+        judge_lm = lm_from_spec(judge, temperature=0.0) if judge else None
+    if arm_a.name == arm_b.name:  # two runs named 'program' from different folders: keep them apart in the report
+        arm_a.name, arm_b.name = f"{arm_a.name} (A)", f"{arm_b.name} (B)"
+    reward = program_file.build_reward(judge_lm=judge_lm)
+    judge_module = None
+    if judge_lm is not None:
+        from dspyrl.rewards.judge import RewardModule
+
+        judge_module = RewardModule(DEFAULT_RUBRIC, judge_lm=judge_lm, name="pairwise")
+    console.print(f"[bold]dspyrl compare[/bold]: [cyan]{arm_a.name}[/cyan] vs [cyan]{arm_b.name}[/cyan] on "
+                  f"{len(examples)} examples of {program_file.name}"
+                  + (f" ({data})" if data else f" ({split} split)") + (f", judge {judge}" if judge else ""))
+    comparator = ModelComparator(arm_a, arm_b, examples, reward=reward, judge=judge_module, **settings)
+    result = comparator.run()
+    result.settings.update({"program": program_file.name, "data": data or f"{program_file.name} ({split} split)",
+                            "model": model, "judge": judge, "max_tokens": max_tokens})
+    out = Path(out or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}")
+    report = result.save(out)
+    result.print_table(console)
+    console.print(f"wrote {out / 'comparison.json'} and {report}")
+    return result

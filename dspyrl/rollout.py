@@ -46,10 +46,11 @@ class PredictorCall:
     completion: str | None  # the raw LM text
     outputs: dict[str, Any] | None  # the parsed output fields, None if parsing failed
     failed: bool = False
+    inputs: dict[str, Any] | None = None  # the predictor's input fields in this call (what demos are made of)
 
     def to_json(self) -> dict[str, Any]:
-        return {"predictor": self.predictor, "messages": _jsonable(self.messages), "completion": self.completion,
-                "outputs": _jsonable(self.outputs), "failed": self.failed}
+        return {"predictor": self.predictor, "inputs": _jsonable(self.inputs), "messages": _jsonable(self.messages),
+                "completion": self.completion, "outputs": _jsonable(self.outputs), "failed": self.failed}
 
 
 @dataclass
@@ -157,8 +158,11 @@ class _CallRecorder(BaseCallback):
     def on_module_start(self, call_id, instance, inputs):
         if isinstance(instance, dspy.Predict):
             name = self._names.get(id(instance)) or type(instance.signature).__name__
+            kwargs = inputs.get("kwargs") or {}
+            call_inputs = {k: v for k, v in kwargs.items() if k in instance.signature.input_fields}
             with self._lock:
-                self._open[call_id] = {"predictor": name, "messages": None, "completion": None, "outputs": None}
+                self._open[call_id] = {"predictor": name, "messages": None, "completion": None, "outputs": None,
+                                       "inputs": call_inputs}
             self._stack().append(call_id)
 
     def on_module_end(self, call_id, outputs, exception=None):
@@ -171,7 +175,7 @@ class _CallRecorder(BaseCallback):
             stack.pop()
         with self._lock:
             self.calls.append(PredictorCall(frame["predictor"], frame["messages"], frame["completion"],
-                                            frame["outputs"], failed=exception is not None))
+                                            frame["outputs"], failed=exception is not None, inputs=frame["inputs"]))
 
     def on_adapter_format_end(self, call_id, outputs, exception=None):
         frame = self._current()

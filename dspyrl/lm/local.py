@@ -9,6 +9,12 @@ Two things make it fast on a CPU:
 - **One generate for n samples.** DSPy 3.4 asks a canonical engine for n candidates one at a time. A callback
   records the requested n when the call starts; the first of those n requests samples all n in one batched
   `generate`, and the following n-1 identical requests are served from that group.
+
+**Constrained choice** (`guided_choice`, the field vLLM's OpenAI server uses): a request whose
+`config.extensions["guided_choice"]` lists candidate completions is answered by scoring each candidate's total
+log-probability given the prompt (prompt once, then all candidates in one batched forward over the prompt's KV cache)
+instead of generating: the argmax at temperature 0, a draw from softmax(logprob / temperature) otherwise. Small
+models that cannot follow an output format can still rank a handful of well-formed answers (see dspyrl.adapters).
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import math
 import queue
+import random
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +93,22 @@ class _Job:
     error: BaseException | None = None
 
 
+@dataclass
+class _ScoreJob:
+    """Score candidate completions of one prompt; runs on the generate worker so the model is used by one thread."""
+
+    prompt_ids: list[int]
+    candidate_ids: list[list[int]]
+    settings: None = None  # never equal to a GenerationSettings, so a score job is never batched into a generate
+    n: int = 1
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[float] | None = None
+    error: BaseException | None = None
+
+
+MAX_GUIDED_CHOICES = 256  # one forward row per candidate; more than this is a misuse, not a classification
+
+
 class LocalEngine:
     """Generates chat completions with a local transformers model; thread-safe, batches concurrent requests."""
 
@@ -99,11 +124,18 @@ class LocalEngine:
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self.generate_calls = 0  # how many batched generate() calls ran (benchmarks and tests read it)
+        self.score_calls = 0  # how many candidate-scoring passes ran (a cached distribution is not re-scored)
+        self._choice_cache: OrderedDict[str, list[float]] = OrderedDict()  # recent (prompt, candidates) -> logprobs
+        self._choice_cache_lock = threading.Lock()
+        self._rng = random.Random()
 
     # -- DSPy engine API ------------------------------------------------------------------------------------
     def complete(self, request) -> Response:
         messages = request_to_messages(request)
         settings = self._settings_from(request.config)
+        candidates = (request.config.extensions or {}).get("guided_choice")
+        if candidates is not None:
+            return self._complete_choice(messages, candidates, settings, seed=request.config.seed)
         group = _current_group.get()
         if group is None or settings.temperature <= 0:
             generation = self.generate(messages, n=1, settings=settings)[0]
@@ -117,6 +149,17 @@ class LocalEngine:
             finish_reason=generation.finish_reason,
             usage=Usage(input_tokens=generation.prompt_tokens, output_tokens=generation.completion_tokens,
                         total_tokens=generation.prompt_tokens + generation.completion_tokens))
+
+    def _complete_choice(self, messages, candidates, settings: GenerationSettings, seed=None) -> Response:
+        # DSPy fans n samples out into n calls; each draws independently from the same (cached) distribution.
+        generation, logprobs = self.choose(messages, candidates, n=1, temperature=settings.temperature, seed=seed)
+        generation = generation[0]
+        return Response(
+            id=None, model=self.model_spec, message=Message.assistant([TextPart(generation.text)]),
+            finish_reason=generation.finish_reason,
+            usage=Usage(input_tokens=generation.prompt_tokens, output_tokens=generation.completion_tokens,
+                        total_tokens=generation.prompt_tokens + generation.completion_tokens),
+            provider_data={"guided_choice": {"candidates": list(candidates), "logprobs": logprobs}})
 
     def stream(self, request):
         from dspy.lm15 import response_to_events
@@ -156,6 +199,82 @@ class LocalEngine:
             raise job.error
         return job.result
 
+    # -- constrained choice -----------------------------------------------------------------------------------
+    def choice_logprobs(self, messages: list[dict], candidates: list[str]) -> list[float]:
+        """Total log-probability of each candidate as the complete assistant reply (its tokens, then end-of-turn).
+
+        Candidates are tokenized on their own, as the model would emit them after the generation prompt; the
+        end-of-turn token is included so that "sci" does not win over "science" just by being a prefix of it.
+        """
+        candidates = _check_candidates(candidates)
+        key = _fingerprint(messages, candidates)
+        with self._choice_cache_lock:
+            if key in self._choice_cache:
+                self._choice_cache.move_to_end(key)
+                return list(self._choice_cache[key])
+        end = self.tokenizer.eos_token_id
+        candidate_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] + [end] for c in candidates]
+        job = _ScoreJob(self.encode_chat(messages), candidate_ids)
+        self._ensure_worker()
+        self._queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        with self._choice_cache_lock:
+            self._choice_cache[key] = list(job.result)
+            while len(self._choice_cache) > 512:
+                self._choice_cache.popitem(last=False)
+        return list(job.result)
+
+    def choose(self, messages: list[dict], candidates: list[str], n: int = 1, temperature: float = 0.0,
+               seed: int | None = None) -> tuple[list[Generation], list[float]]:
+        """n picks among `candidates`: the argmax at temperature 0, else draws from softmax(logprob / temperature).
+
+        Returns the picks and the candidates' log-probabilities (so callers can report the distribution).
+        """
+        candidates = _check_candidates(candidates)
+        logprobs = self.choice_logprobs(messages, candidates)
+        if temperature <= 0:
+            best = max(range(len(candidates)), key=logprobs.__getitem__)
+            picks = [best] * n
+        else:
+            top = max(logprobs)
+            weights = [math.exp((lp - top) / temperature) for lp in logprobs]
+            rng = random.Random(seed) if seed is not None else self._rng
+            picks = rng.choices(range(len(candidates)), weights=weights, k=n)
+        prompt_tokens = len(self.encode_chat(messages))
+        generations = [
+            Generation(candidates[i], prompt_tokens, len(self.tokenizer(candidates[i], add_special_tokens=False)["input_ids"]) + 1,
+                       "stop") for i in picks]
+        return generations, logprobs
+
+    def _score_job(self, job: _ScoreJob) -> list[float]:
+        """The prompt once (its KV cache), then every candidate in one right-padded batch on top of that cache.
+
+        Right padding keeps each candidate's real tokens at their true positions, and causal attention means the
+        padding after them never influences their logits, so each score equals an unbatched forward of
+        prompt + candidate.
+        """
+        import torch
+
+        prompt = torch.tensor([job.prompt_ids])
+        rows = job.candidate_ids
+        width = max(len(r) for r in rows)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        candidates = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
+        with torch.inference_mode():
+            head = self.model(input_ids=prompt, use_cache=True)
+            cache = head.past_key_values
+            cache.batch_repeat_interleave(len(rows))
+            tail = self.model(input_ids=candidates, past_key_values=cache, use_cache=False)
+            # Logits that predict candidate token j: the prompt's last position for j = 0, candidate position j-1 after.
+            logits = torch.cat([head.logits[:, -1:, :].expand(len(rows), 1, -1), tail.logits[:, :-1, :]], dim=1)
+            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, candidates.unsqueeze(-1)).squeeze(-1)
+            mask = torch.tensor([[1.0] * len(r) + [0.0] * (width - len(r)) for r in rows])
+            totals = (logprobs * mask).sum(dim=-1)
+        self.score_calls += 1
+        return [float(t) for t in totals]
+
     def _ensure_worker(self) -> None:
         with self._worker_lock:
             if self._worker is None or not self._worker.is_alive():
@@ -166,6 +285,14 @@ class LocalEngine:
         held: list[_Job] = []  # jobs taken from the queue that did not fit the last batch
         while True:
             first = held.pop(0) if held else self._queue.get()
+            if isinstance(first, _ScoreJob):
+                try:
+                    first.result = self._score_job(first)
+                except BaseException as err:  # the caller gets the error; the worker keeps serving
+                    first.error = err
+                finally:
+                    first.done.set()
+                continue
             batch, size = [first], first.n
             deadline = time.monotonic() + self.batch_wait_s
             # Gather requests with the same settings that arrive within a few milliseconds.
@@ -261,9 +388,22 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def _fingerprint(messages: list[dict], settings: GenerationSettings) -> str:
-    blob = json.dumps([messages, settings.__dict__], sort_keys=True, default=str)
+def _fingerprint(messages: list[dict], settings) -> str:
+    blob = json.dumps([messages, getattr(settings, "__dict__", settings)], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _check_candidates(candidates) -> list[str]:
+    """guided_choice must be a non-empty list of distinct strings (ValueError otherwise: DSPy and the server report it)."""
+    if isinstance(candidates, str) or not isinstance(candidates, (list, tuple)) or not candidates:
+        raise ValueError("guided_choice must be a non-empty list of strings")
+    if not all(isinstance(c, str) for c in candidates):
+        raise ValueError("guided_choice must contain only strings")
+    if len(candidates) > MAX_GUIDED_CHOICES:
+        raise ValueError(f"guided_choice has {len(candidates)} candidates; at most {MAX_GUIDED_CHOICES} are scored")
+    if len(set(candidates)) != len(candidates):
+        raise ValueError("guided_choice candidates must be distinct")
+    return list(candidates)
 
 
 def request_to_messages(request) -> list[dict]:

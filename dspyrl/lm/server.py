@@ -1,6 +1,8 @@
 """`dspyrl serve`: a local model (+ optional LoRA adapter) behind an OpenAI-compatible HTTP API.
 
-Endpoints: `GET /v1/models`, `POST /v1/chat/completions` (n > 1, stop, temperature, top_p, max_tokens, usage).
+Endpoints: `GET /v1/models`, `POST /v1/chat/completions` (n > 1, stop, temperature, top_p, max_tokens, usage, and
+vLLM's `guided_choice`: a list of candidate completions, answered by the model's own choice among them, see
+`LocalEngine.choose`).
 Requests are handled on FastAPI's thread pool and go through the same `LocalEngine` queue, so concurrent
 clients are generated in shared batches. A malformed request gets a 400 with an OpenAI-style error body and the
 server keeps serving.
@@ -48,6 +50,15 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
     stop: str | list[str] | None = None
     stream: bool | None = False
+    # vLLM's field: answer with one of these completions, picked by the model's log-probabilities (no free generation).
+    guided_choice: list[str] | None = Field(default=None, min_length=1, max_length=256)
+
+    @field_validator("guided_choice")
+    @classmethod
+    def _distinct_choices(cls, choices: list[str] | None) -> list[str] | None:
+        if choices is not None and len(set(choices)) != len(choices):
+            raise ValueError("guided_choice candidates must be distinct")
+        return choices
 
 
 def _require_serve_extra():
@@ -98,7 +109,12 @@ def build_app(engine, served_name: str):
             max_tokens=body.max_completion_tokens or body.max_tokens or engine.default_max_tokens,
             temperature=body.temperature or 0.0, top_p=body.top_p, stop=tuple(stop))
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-        generations = engine.generate(messages, n=body.n, settings=settings)
+        if body.guided_choice is not None:
+            seed = (body.model_extra or {}).get("seed")
+            generations, _ = engine.choose(messages, body.guided_choice, n=body.n, temperature=settings.temperature,
+                                           seed=seed if isinstance(seed, int) else None)
+        else:
+            generations = engine.generate(messages, n=body.n, settings=settings)
         prompt_tokens = generations[0].prompt_tokens
         completion_tokens = sum(g.completion_tokens for g in generations)
         return {

@@ -101,7 +101,8 @@ class GRPO(Teleprompter):
     """Prompt optimization with GRPO (module docstring). Settings are GRPOConfig fields, as keywords or a config."""
 
     def __init__(self, reward, config: GRPOConfig | None = None, *, lm=None, reflection_lm=None, run_dir=None,
-                 resume: bool = False, callbacks=(), progress: bool = True, tensorboard: bool = False, **settings):
+                 resume: bool = False, callbacks=(), progress: bool = True, tensorboard: bool = False,
+                 instructions: list[str] | dict[str, list[str]] | None = None, **settings):
         super().__init__()
         try:
             self.config = dataclasses.replace(config or GRPOConfig(), **settings)
@@ -116,6 +117,7 @@ class GRPO(Teleprompter):
         self.callbacks = list(callbacks)
         self.progress = progress
         self.tensorboard = tensorboard
+        self.instructions = instructions  # extra starting candidates: for every predictor, or by predictor name
         self.proposer = InstructionProposer(num_proposals=self.config.num_proposals)
         self.state: GRPOState | None = None
 
@@ -256,6 +258,9 @@ class GRPO(Teleprompter):
         rng = random.Random(cfg.seed)
         policy = PromptPolicy.from_program(student)
         for name, predictor in student.named_predictors():
+            extra = self.instructions.get(name, []) if isinstance(self.instructions, dict) else self.instructions or []
+            for text in extra:
+                policy.add_candidate(name, "instruction", text, "given", max_candidates=cfg.max_candidates)
             if predictor.demos:
                 policy.add_candidate(name, "demos", [], "empty", max_candidates=cfg.max_candidates)
             for demos in labelled_demo_sets(predictor.signature, trainset, k=cfg.num_demos,

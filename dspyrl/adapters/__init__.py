@@ -1,0 +1,39 @@
+"""How a signature becomes a prompt and a reply becomes outputs: the format is a choice, not a given.
+
+- `CompactAdapter`: short plain-text layout, demos as plain input/output pairs, lenient parsing (small models).
+- `ChoiceAdapter`: constrained choice among the complete replies of a finite-valued signature (local models, servers
+  that honour vLLM's `guided_choice`); never a parse failure.
+- `adapter_choices_for(signature)`: the adapters a prompt policy may choose among for one predictor.
+- `label_balanced_demos(examples, field, k, seed)`: demo sets with every label equally often.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dspy
+
+from dspyrl.adapters.choice import ChoiceAdapter, choice_outputs, guided_choice_route
+from dspyrl.adapters.compact import CompactAdapter
+from dspyrl.adapters.demos import label_balanced_demos
+
+
+def _chat() -> dspy.Adapter:
+    # Without its JSON fallback: a parse failure stays a failure of this format (no hidden second LM call).
+    return dspy.ChatAdapter(use_json_adapter_fallback=False)
+
+
+def adapter_choices_for(signature) -> dict[str, Callable[[], dspy.Adapter]]:
+    """Named adapter factories for a predictor with this signature: chat, json, compact, and choice when it applies.
+
+    "choice" is offered only when every output field is finite (Literal / Enum / bool); on an LM that cannot take
+    `guided_choice` it behaves as "compact".
+    """
+    choices: dict[str, Callable[[], dspy.Adapter]] = {"chat": _chat, "json": dspy.JSONAdapter, "compact": CompactAdapter}
+    if choice_outputs(signature) is not None:
+        choices["choice"] = ChoiceAdapter
+    return choices
+
+
+__all__ = ["ChoiceAdapter", "CompactAdapter", "adapter_choices_for", "choice_outputs", "guided_choice_route",
+           "label_balanced_demos"]

@@ -1,0 +1,206 @@
+"""`dspyrl eval`: score a program on a dataset, show one table, and leave a run folder behind.
+
+    runs/<name>/
+      config.json      what was evaluated: program, data, model, judge, sampling (never an API key)
+      results.jsonl    one line per example: inputs, gold, prediction, reward and components, error, tokens, latency,
+                       and every predictor call (messages, completion, parsed outputs)
+      summary.json     mean reward with a 95% interval, each component, failures by type, tokens, cost, wall time
+      program.json     the evaluated program in DSPy's own save format
+
+Every run goes through `dspyrl.rollout.run_rollouts`, the same engine the optimizers use, so an eval score and a
+training score mean the same thing. Files are written atomically (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dspyrl.errors import ConfigError
+
+
+@dataclass
+class EvalConfig:
+    """What `dspyrl eval` evaluates and how."""
+
+    program: str  # a ready program's name or a path to a program file
+    data: str | None = None  # a dataset file (JSONL, CSV, HF dataset); default: the program's own examples
+    split: str | None = None  # split of a Hugging Face dataset folder
+    model: str = "smollm2"  # see `dspyrl.lm.lm_from_spec`
+    judge: str | None = None  # the judge's model, for programs whose reward uses one
+    out: str | None = None  # run folder; default runs/eval-<program>-<time>
+    threads: int = 4
+    limit: int | None = None  # only the first N examples
+    temperature: float = 0.0
+    max_tokens: int = 256
+    failure_reward: float = 0.0
+    overwrite: bool = False
+
+
+def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dict[str, Any]:
+    """Run the evaluation; returns the summary (also written to <out>/summary.json). `lm`/`judge_lm` override the
+    model specs with ready dspy.LM objects (used by tests and by callers that already hold an LM)."""
+    from rich.console import Console
+
+    from dspyrl.data import DataSpec, load_examples
+    from dspyrl.lm import lm_from_spec
+    from dspyrl.programs import load_program_file
+    from dspyrl.rollout import run_rollouts
+
+    console = console or Console()
+    if config.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {config.threads}")
+    if config.limit is not None and config.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {config.limit}")
+    out = Path(config.out or f"runs/eval-{Path(config.program).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out / "summary.json").exists() and not config.overwrite:
+        raise ConfigError(f"run folder {out} already holds an evaluation", hint="choose another --out or pass --overwrite")
+
+    spec = load_program_file(config.program)
+    program = spec.build_program()
+    own_examples = spec.load_examples()
+    if config.data:
+        examples = load_examples(config.data, DataSpec.from_examples(own_examples), split=config.split)
+    else:
+        examples = own_examples
+    if config.limit:
+        examples = examples[: config.limit]
+
+    if lm is None:
+        with console.status(f"loading {config.model}…"):
+            lm = lm_from_spec(config.model, temperature=config.temperature, max_tokens=config.max_tokens)
+    if judge_lm is None and config.judge:
+        judge_lm = lm_from_spec(config.judge, temperature=0.0, max_tokens=config.max_tokens)
+    reward = spec.build_reward(judge_lm=judge_lm)
+
+    console.print(f"[bold]dspyrl eval[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan]"
+                  f"{f' (judge {config.judge})' if config.judge else ''}, {len(examples)} examples"
+                  f"{f' from {config.data}' if config.data else ''}")
+    batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
+                         failure_reward=config.failure_reward, description=f"eval {spec.name}")
+
+    summary = summarize(batch, examples)
+    summary.update(program=spec.name, model=config.model, judge=config.judge, data=config.data or "(program's own)",
+                   run_folder=str(out))
+    judges = _judges(reward)
+    if judges:
+        summary["judge_stats"] = {name: {"judgements": j.stats.judgements, "cache_hits": j.stats.cache_hits,
+                                         "lm_attempts": j.stats.lm_attempts, "failures": j.stats.failures,
+                                         "failure_rate": j.stats.failure_rate,
+                                         "inconsistency_rate": j.stats.inconsistency_rate}
+                                  for name, j in judges.items()}
+
+    from dspyrl.runs import scrub_secrets, write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", scrub_secrets({**asdict(config), "out": str(out)}))
+    _write_text_atomic(out / "results.jsonl", "".join(
+        json.dumps(_result_row(rollout, examples[rollout.example_index]), default=str) + "\n"
+        for rollout in batch.rollouts))
+    _save_program(program, out / "program.json")
+    write_json_atomic(out / "summary.json", summary)
+    console.print(summary_table(summary))
+    console.print(f"run folder: {out}")
+    return summary
+
+
+def summarize(batch, examples) -> dict[str, Any]:
+    """The numbers of one evaluation: mean reward and 95% t-interval, components, failures, tokens, cost, time."""
+    rewards = [r.reward.total for r in batch.rollouts]
+    n = len(rewards)
+    mean = sum(rewards) / n if n else 0.0
+    half_width = None
+    if n > 1:
+        from scipy.stats import t
+
+        half_width = t.ppf(0.975, n - 1) * statistics.stdev(rewards) / math.sqrt(n)
+    latencies = sorted(r.latency_s for r in batch.rollouts)
+    return {
+        "examples": len(examples), "rollouts": n, "mean_reward": mean,
+        "ci95": [mean - half_width, mean + half_width] if half_width is not None else None,
+        "components": batch.component_means(),
+        "failures": batch.failures, "failure_rate": batch.failures / n if n else 0.0,
+        "reward_failures": batch.reward_failures, "error_types": batch.error_types,
+        "lm_calls": batch.lm_calls, "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
+        "cost": batch.cost, "wall_s": batch.wall_s,
+        "latency_median_s": latencies[n // 2] if n else 0.0,
+        "latency_p90_s": latencies[min(n - 1, int(0.9 * n))] if n else 0.0,
+    }
+
+
+def summary_table(summary: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"{summary.get('program', '')} on {summary.get('model', '')}", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    ci = summary.get("ci95")
+    table.add_row("examples", str(summary["examples"]))
+    table.add_row("mean reward", f"{summary['mean_reward']:.3f}" + (f"  [{ci[0]:.3f}, {ci[1]:.3f}] 95%" if ci else ""))
+    for name, value in summary["components"].items():
+        table.add_row(f"  {name}", f"{value:.3f}")
+    table.add_row("failures (LM / parse)", f"{summary['failures']} ({summary['failure_rate']:.0%})"
+                  + (f"  {_counts(summary['error_types'])}" if summary["error_types"] else ""))
+    table.add_row("reward failures (judge)", str(summary["reward_failures"]))
+    for name, stats in (summary.get("judge_stats") or {}).items():
+        table.add_row(f"  {name}: judgements / cached / failed",
+                      f"{stats['judgements']} / {stats['cache_hits']} / {stats['failures']}")
+    table.add_row("LM calls", str(summary["lm_calls"]))
+    table.add_row("tokens in / out", f"{summary['prompt_tokens']} / {summary['completion_tokens']}")
+    if summary["cost"]:
+        table.add_row("cost", f"${summary['cost']:.4f}")
+    table.add_row("latency median / p90", f"{summary['latency_median_s']:.2f} s / {summary['latency_p90_s']:.2f} s")
+    table.add_row("wall time", f"{summary['wall_s']:.1f} s")
+    return table
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _result_row(rollout, example) -> dict[str, Any]:
+    row = rollout.to_json()
+    row["inputs"] = dict(example.inputs())
+    row["gold"] = {k: v for k, v in example.items() if k not in row["inputs"]}
+    return row
+
+
+def _judges(reward) -> dict[str, Any]:
+    """The RewardModule judges inside a reward (itself, or components of a WeightedReward)."""
+    from dspyrl.rewards.combine import WeightedReward
+    from dspyrl.rewards.judge import RewardModule
+
+    if isinstance(reward, RewardModule):
+        return {reward.name: reward}
+    if isinstance(reward, WeightedReward):
+        return {c.name: c.reward for c in reward.components if isinstance(c.reward, RewardModule)}
+    return {}
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_program(program, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.json")  # DSPy picks the format from the .json suffix
+    try:
+        program.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
