@@ -101,6 +101,50 @@ def _run_optimize(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- finetune
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="train a LoRA adapter of the local model with GRPO (or DPO) on the program's reward",
+                       description="Score the program on a held-out test split, train a LoRA adapter of its local model "
+                                   "with TRL (GRPO on the program's reward, or DPO on preference pairs) on the train "
+                                   "split, and score it again. Writes a run folder with the PEFT adapter.")
+    p.add_argument("program", help="a ready program name (e.g. math_xml) or a path to a program .py file")
+    _add_model_option(p)
+    p.add_argument("--method", choices=("grpo", "dpo"), default="grpo", help="weight update (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=40, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<program>-<method>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--pairs", default=None, help="DPO: JSONL of {prompt, chosen, rejected} (default: pairs from "
+                                                 "best-vs-worst rollouts of the train split)")
+    p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
+    p.add_argument("--num-generations", type=int, default=4, help="GRPO group size / DPO runs per example (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4 for GRPO, 1e-4 for DPO)")
+    p.add_argument("--beta", type=float, default=None, help="KL (GRPO) or DPO beta (default: 0.02 / 0.1)")
+    p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=128, help="completion limit (default: %(default)s)")
+    p.add_argument("--save-every", type=int, default=10, help="steps between checkpoints (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split and the training (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
+    p.set_defaults(handler=_run_finetune)
+
+
+def _run_finetune(args) -> int:
+    from dspyrl.finetune import finetune_program
+
+    settings = {"lora_r": args.lora_r, "save_every": args.save_every}
+    if args.lr is not None:
+        settings["learning_rate"] = args.lr
+    if args.beta is not None:
+        settings["beta"] = args.beta
+    if args.method == "grpo":
+        settings.update(num_generations=args.num_generations, max_completion_length=args.max_tokens)
+    else:
+        settings.update(group_size=args.num_generations)
+    finetune_program(args.program, model=args.model, method=args.method, steps=args.steps, out=args.out,
+                     resume=args.resume, pairs=args.pairs, judge=args.judge, seed=args.seed, threads=args.threads,
+                     max_tokens=args.max_tokens, **settings)
+    return 0
+
+
 # ---------------------------------------------------------------- eval
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="score a program on a dataset: mean reward, components, failures, tokens; writes a run folder",
@@ -192,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_eval(sub)
     _add_optimize(sub)
+    _add_finetune(sub)
     _add_compare(sub)
     _add_report(sub)
     _add_serve(sub)

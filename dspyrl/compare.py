@@ -18,7 +18,7 @@ import contextvars
 import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,10 +113,10 @@ def _as_arm(value, letter: str) -> Arm:
 
 
 def program_input_fields(program: dspy.Module) -> list[str] | None:
-    """The input fields a program needs: its forward()'s named parameters, else its only predictor's input fields
+    """The input fields a program needs: its forward()'s required parameters, else its only predictor's input fields
     (None when that cannot be known, e.g. several predictors behind **kwargs)."""
     parameters = [p.name for p in inspect.signature(type(program).forward).parameters.values()
-                  if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+                  if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.default is p.empty]
     if parameters:
         return parameters
     predictors = program.predictors()
@@ -129,6 +129,8 @@ def check_examples(examples: list, arms: list[Arm]) -> None:
     """Fail before any LM call when the data cannot feed both programs (one line naming the example and field)."""
     if not examples:
         raise DataError("no examples to compare on", hint="pass a non-empty dataset")
+    if len(examples) < 2:
+        raise DataError("a paired comparison needs at least 2 examples, got 1")
     for i, example in enumerate(examples):
         if not isinstance(example, dspy.Example):
             raise DataError(f"example {i} is a {type(example).__name__}, not a dspy.Example")
@@ -210,7 +212,10 @@ class ComparisonResult:
         from dspyrl.runs import scrub_secrets, write_json_atomic
 
         out_dir = Path(out_dir)
-        write_json_atomic(out_dir / COMPARISON_FILE, scrub_secrets(self.to_dict()))
+        record = self.to_dict()
+        # Only names and descriptions of arms and settings could ever carry a credential; examples are user data, kept.
+        record["arms"], record["settings"] = scrub_secrets(record["arms"]), scrub_secrets(record["settings"])
+        write_json_atomic(out_dir / COMPARISON_FILE, record)
         return write_comparison_report(out_dir)
 
     def print_table(self, console=None) -> None:
@@ -220,16 +225,15 @@ class ComparisonResult:
         console = console or Console()
         s, names = self.stats, (f"A ({self.arms['A']['name']})", f"B ({self.arms['B']['name']})")
         scores = Table(title="paired comparison", title_justify="left")
-        for column in ("arm", "mean score", "LM calls", "tokens in / out", "cost", "latency p50 / p95",
-                       "errors", "parse failures"):
-            scores.add_column(column, justify="right" if column != "arm" else "left")
+        for column in ("arm", "score", "LM calls", "tokens in/out", "cost", "latency p50/p95", "errors", "parse fails"):
+            scores.add_column(column, justify="left" if column == "arm" else "right")
         for letter, name, mean in (("A", names[0], s.mean_a), ("B", names[1], s.mean_b)):
             c = self.cost[letter]
-            scores.add_row(name, f"{mean * s.scale:.4g}{' pts' if s.unit else ''}", str(c["lm_calls"]),
-                           f"{c['prompt_tokens']:,} / {c['completion_tokens']:,}",
+            scores.add_row(name, f"{mean * s.scale:.4g}", str(c["lm_calls"]),
+                           f"{c['prompt_tokens']:,}/{c['completion_tokens']:,}",
                            "unknown" if c["cost"] is None else f"${c['cost']:.4f}",
-                           f"{c['latency_p50_s']:.2f} / {c['latency_p95_s']:.2f} s",
-                           f"{c['error_rate']:.1%}", f"{c['parse_failure_rate']:.1%}")
+                           f"{c['latency_p50_s']:.2f}/{c['latency_p95_s']:.2f} s",
+                           f"{c['error_rate']:.0%}", f"{c['parse_failure_rate']:.0%}")
         console.print(scores)
         detail = Table(show_header=False, box=None)
         detail.add_row("difference B − A", f"{s.mean_diff * s.scale:+.4g} [{s.ci_low * s.scale:.4g}, "

@@ -20,7 +20,8 @@ import numpy as np
 from dspyrl.errors import ConfigError, DataError
 
 COMPARISON_FILE = "comparison.json"
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"  # an optimization run (optimize / finetune)
+RESULTS_FILE, SUMMARY_FILE = "results.jsonl", "summary.json"  # an evaluation (dspyrl eval)
 REPORT_FILE = "report.html"
 MOST_DIFFERENT = 12  # examples shown side by side
 
@@ -36,8 +37,10 @@ def write_report(run_dir: str | Path) -> Path:
         return write_comparison_report(run_dir)
     if (run_dir / METRICS_FILE).is_file():
         return write_run_report(run_dir)
-    raise ConfigError(f"{run_dir} has neither {COMPARISON_FILE} nor {METRICS_FILE}",
-                      hint="pass a folder written by `dspyrl compare`, `optimize` or `finetune`")
+    if (run_dir / RESULTS_FILE).is_file() and (run_dir / SUMMARY_FILE).is_file():
+        return write_eval_report(run_dir)
+    raise ConfigError(f"{run_dir} has none of {COMPARISON_FILE}, {METRICS_FILE} or {RESULTS_FILE}",
+                      hint="pass a folder written by `dspyrl compare`, `optimize`, `finetune` or `eval`")
 
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -311,13 +314,16 @@ def _plain(value) -> str:
 
 
 def _output(row: dict, arm: str):
-    error = row.get(f"error_{arm}")
-    output = row.get(f"output_{arm}") or {}
-    return f"(failed) {error}" if error and not output else output
+    """The parsed output fields, or for a failed run the error and what the model actually wrote."""
+    output = row.get(f"output_{arm}")
+    if output:
+        return output
+    raw = row.get(f"raw_{arm}")
+    return f"(failed) {row.get(f'error_{arm}')}" + (f"\n--- the model wrote ---\n{raw}" if raw else "")
 
 
 # ----------------------------------------------------------------------------------------------- GRPO / eval run report
-def read_metrics(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -332,13 +338,14 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def write_run_report(run_dir: str | Path) -> Path:
-    """Report for an optimization / eval run: reward curves from metrics.jsonl, other metrics, config, last values."""
+    """Report for an optimization run: reward curves from metrics.jsonl, every other metric, config, summary."""
     run_dir = Path(run_dir)
-    rows = read_metrics(run_dir / METRICS_FILE)
+    rows = [_flatten(row) for row in read_jsonl(run_dir / METRICS_FILE)]
     if not rows:
         raise DataError("no metric rows yet", file=str(run_dir / METRICS_FILE))
-    numeric = sorted({k for row in rows for k, v in row.items() if _is_number(v) and k != "step"})
-    reward_keys = [k for k in numeric if any(w in k.lower() for w in ("reward", "score", "accuracy"))]
+    numeric = list(dict.fromkeys(k for row in rows for k, v in row.items() if _is_number(v) and k != "step"))
+    reward_keys = [k for k in numeric if any(w in k.lower() for w in ("reward", "score", "accuracy", "val"))
+                   and not k.endswith("_std")]
     other_keys = [k for k in numeric if k not in reward_keys]
 
     parts = [f"<h1>dspyrl run: {_e(run_dir.name)}</h1>",
@@ -348,20 +355,100 @@ def write_run_report(run_dir: str | Path) -> Path:
         png = metric_curves_png(rows, reward_keys, "reward over training")
         _write(run_dir, "reward_curve.png", png)
         plots.append(_img(png, "reward curve"))
-    for start in range(0, len(other_keys), 4):  # at most four lines a plot keeps each readable
-        keys = other_keys[start:start + 4]
-        png = metric_curves_png(rows, keys, ", ".join(keys))
-        _write(run_dir, f"metrics_{start // 4 + 1}.png", png)
-        plots.append(_img(png, ", ".join(keys)))
+    if other_keys:
+        png = metric_grid_png(rows, other_keys)
+        _write(run_dir, "metrics.png", png)
+        plots.append(_img(png, "other metrics"))
     parts.append('<h2>Curves</h2><div class="plots">' + "".join(plots) + "</div>")
     last = rows[-1]
     parts.append("<h2>Last metrics</h2>" + _table(["metric", "value"], [[k, v] for k, v in last.items()
                                                                       if not isinstance(v, (dict, list))]))
-    for name in ("config.json", "summary.json"):
+    for name in ("summary.json", "config.json"):
         if (run_dir / name).is_file():
             parts.append(f"<h2>{_e(name)}</h2><pre class='inputs'>"
                          f"{_e(json.dumps(_read_json(run_dir / name), indent=2))}</pre>")
     html_text = _page(f"dspyrl run {run_dir.name}", "\n".join(parts))
     path = run_dir / REPORT_FILE
     path.write_text(html_text, encoding="utf-8")
+    return path
+
+
+def metric_grid_png(rows: list[dict], keys: list[str], columns: int = 3) -> bytes:
+    """One small plot per metric (losses, KL, tokens and seconds live on different scales)."""
+    n_rows = math.ceil(len(keys) / columns)
+    fig = _figure(3.3 * min(columns, len(keys)), 2.4 * n_rows)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(n_rows, min(columns, len(keys)), i + 1)
+        points = [(row.get("step", j), row[key]) for j, row in enumerate(rows) if _is_number(row.get(key))]
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o" if len(points) < 40 else None, ms=2, lw=1)
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _flatten(row: dict, prefix: str = "") -> dict:
+    """{"reward_components": {"judge": 0.5}} → {"reward_components/judge": 0.5}, so nested metrics get plotted too."""
+    flat = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# ----------------------------------------------------------------------------------------------- eval report
+def reward_histogram_png(rewards: list[float]) -> bytes:
+    fig = _figure(5.5, 3.6)
+    ax = fig.add_subplot()
+    values = np.unique(rewards)
+    if len(values) <= 11:
+        counts = [sum(1 for r in rewards if r == v) for v in values]
+        ax.bar(values, counts, width=0.8 * (np.min(np.diff(values)) if len(values) > 1 else 1.0), color=_COLOR_B,
+               edgecolor="black")
+    else:
+        ax.hist(rewards, bins=min(30, max(10, len(rewards) // 5)), color=_COLOR_B, edgecolor="black")
+    ax.axvline(float(np.mean(rewards)), color="black", lw=1.5, label=f"mean {np.mean(rewards):.3g}")
+    ax.set_xlabel("reward per example")
+    ax.set_ylabel("examples")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def write_eval_report(run_dir: str | Path) -> Path:
+    """Report for `dspyrl eval`: the summary, the reward distribution, and the lowest-scoring examples."""
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / SUMMARY_FILE)
+    rows = read_jsonl(run_dir / RESULTS_FILE)
+    if not rows:
+        raise DataError("no results", file=str(run_dir / RESULTS_FILE))
+    rewards = [float((row.get("reward") or {}).get("total", 0.0)) for row in rows]
+    histogram = reward_histogram_png(rewards)
+    _write(run_dir, "reward_histogram.png", histogram)
+    ci = summary.get("ci95")
+    numbers = [["examples", summary.get("examples")],
+               ["mean reward", f"{summary.get('mean_reward', float(np.mean(rewards))):.4g}"
+                               + (f" [{ci[0]:.4g}, {ci[1]:.4g}] 95%" if ci else "")]]
+    numbers += [[f"component: {k}", v] for k, v in (summary.get("components") or {}).items()]
+    numbers += [[key.replace("_", " "), summary[key]] for key in
+                ("failures", "failure_rate", "reward_failures", "lm_calls", "prompt_tokens", "completion_tokens",
+                 "cost", "latency_median_s", "latency_p90_s", "wall_s") if key in summary]
+    if summary.get("error_types"):
+        numbers.append(["error types", ", ".join(f"{k}: {v}" for k, v in summary["error_types"].items())])
+    title = f"dspyrl eval: {summary.get('program', run_dir.name)} on {summary.get('model', '?')}"
+    parts = [f"<h1>{_e(title)}</h1>", "<h2>Summary</h2>" + _table(["measure", "value"], numbers),
+             '<div class="plots">' + _img(histogram, "reward histogram") + "</div>",
+             "<h2>Lowest-scoring examples</h2>"]
+    order = sorted(range(len(rows)), key=lambda i: (rewards[i], i))[:MOST_DIFFERENT]
+    for i in order:
+        row = rows[i]
+        outcome = row.get("prediction") if row.get("prediction") is not None else f"(failed) {row.get('error')}"
+        parts.append(f'<div class="example"><div class="muted">example #{_e(row.get("example_index", i))} · '
+                     f"reward {_e(_fmt(rewards[i]))}</div><b>inputs</b>"
+                     f'<pre class="inputs">{_e(_plain(row.get("inputs", {})))}</pre><b>expected</b>'
+                     f'<pre class="inputs">{_e(_plain(row.get("gold", {})))}</pre><b>output</b>{_text_block(outcome)}</div>')
+    path = run_dir / REPORT_FILE
+    path.write_text(_page(title, "\n".join(parts)), encoding="utf-8")
     return path

@@ -96,12 +96,14 @@ def test_bad_inputs_raise_one_line_errors():
     arm = Arm(KnowsTheAnswer(), unused_lm())
     with pytest.raises(DataError, match="no examples to compare on"):
         ModelComparator(arm, arm, [], reward=sentiment.exact_label)
-    mismatched = [dspy.Example(text="great", sentiment="positive").with_inputs("text")]
+    with pytest.raises(DataError, match="at least 2 examples"):
+        ModelComparator(arm, arm, good[:1], reward=sentiment.exact_label)
+    mismatched = [dspy.Example(text="great", sentiment="positive").with_inputs("text")] * 2
     with pytest.raises(DataError, match="example 0 lacks input 'review' that arm A's program needs") as info:
         ModelComparator(arm, arm, mismatched, reward=sentiment.exact_label)
     assert "\n" not in str(info.value)
     with pytest.raises(DataError, match="no input fields set"):
-        check_examples([dspy.Example(review="x")], [arm])
+        check_examples([dspy.Example(review="x")] * 2, [arm])
     with pytest.raises(ConfigError, match="reward must be a callable"):
         ModelComparator(arm, arm, good, reward=None)
     with pytest.raises(ConfigError, match="judge must be a dspyrl RewardModule"):
@@ -208,3 +210,28 @@ def test_cli_compare_then_report_on_the_tiny_model(tiny_model_dir, tmp_path, cap
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").read_text() == first_report
+
+
+def test_one_program_on_two_lms_in_process_and_over_http(tiny_model_dir, tmp_path):
+    """A: the tiny model in-process. B: the same model behind `dspyrl serve`, reached through LiteLLM over HTTP with
+    an API key. Same greedy model, so the same completions; the key must not reach the outputs."""
+    from dspyrl.lm import local_lm, openai_compatible
+    from dspyrl.lm.server import serve_in_thread
+
+    server = serve_in_thread(str(tiny_model_dir), served_name="tiny")
+    try:
+        in_process = local_lm(str(tiny_model_dir), max_tokens=8)
+        over_http = openai_compatible(server.base_url, "tiny", api_key="sk-test-secret-0000", temperature=0.0,
+                                      max_tokens=8)
+        program = sentiment.build_program()
+        result = ModelComparator(Arm(program, in_process, "in-process"), Arm(program, over_http, "served"),
+                                 sentiment.load_examples()[:3], reward=sentiment.exact_label, progress=False).run()
+        result.save(tmp_path)
+    finally:
+        server.stop()
+    assert [row["raw_a"] for row in result.examples] == [row["raw_b"] for row in result.examples]
+    assert result.verdict.startswith("no significant difference")
+    assert result.cost["A"]["cost"] == 0.0 and result.cost["B"]["cost"] is None  # LiteLLM has no price for it
+    assert result.cost["B"]["lm_calls"] >= 3
+    for name in ("comparison.json", "report.html"):
+        assert "sk-test-secret-0000" not in (tmp_path / name).read_text()

@@ -78,20 +78,38 @@ def test_report_is_regenerated_from_json_alone(tmp_path):
 
 
 def test_run_report_plots_reward_curve_from_metrics_jsonl(tmp_path):
-    rows = [{"step": s, "reward_mean": 0.2 + 0.01 * s, "val_reward": 0.3 + 0.005 * s, "kl": 0.001 * s,
-             "entropy": 1.0 - 0.01 * s, "frac_zero_std": 0.5, "note": "x"} for s in range(20)]
+    rows = [{"step": s, "reward_mean": 0.2 + 0.01 * s, "reward_std": 0.1, "kl": 0.001 * s, "entropy": 1.0 - 0.01 * s,
+             "frac_zero_std": 0.5, "reward_components": {"judge": 0.1 * s}, "note": "x",
+             "val_score": 0.3 + 0.005 * s if s % 5 == 0 else None} for s in range(20)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     (tmp_path / "config.json").write_text(json.dumps({"lr": 0.1, "program": "<sentiment>"}))
     text = write_report(tmp_path).read_text()
     assert (tmp_path / "plots" / "reward_curve.png").read_bytes().startswith(PNG_MAGIC)
-    assert len(embedded_pngs(text)) == 2  # rewards, then kl/entropy/frac_zero_std
-    assert "&lt;sentiment&gt;" in text and "reward_mean" in text
+    assert (tmp_path / "plots" / "metrics.png").read_bytes().startswith(PNG_MAGIC)
+    assert len(embedded_pngs(text)) == 2  # rewards (incl. the nested component and val), then one grid of the rest
+    assert "&lt;sentiment&gt;" in text and "reward_components/judge" in text
+
+
+def test_eval_report_from_a_real_eval_run_folder(tmp_path):
+    from dspy.utils import DummyLM
+
+    from dspyrl.evaluate import EvalConfig, evaluate
+
+    # the eval folder is written by dspyrl eval itself; a canned LM that always says "positive" makes half the
+    # balanced sentiment set right, so the lowest-scoring examples are the negative reviews
+    always_positive = DummyLM({"review": {"sentiment": "positive"}})
+    evaluate(EvalConfig(program="sentiment", out=str(tmp_path), limit=10, threads=2), lm=always_positive)
+    text = write_report(tmp_path).read_text()
+    assert (tmp_path / "plots" / "reward_histogram.png").read_bytes().startswith(PNG_MAGIC)
+    assert "dspyrl eval: sentiment" in text and len(embedded_pngs(text)) == 1
+    shown = re.findall(r"example #\d+ · reward ([0-9.]+)", text)
+    assert len(shown) == 10 and shown[:5] == ["0"] * 5 and shown[5:] == ["1"] * 5
 
 
 def test_bad_run_folders_give_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         write_report(tmp_path / "missing")
-    with pytest.raises(ConfigError, match="neither comparison.json nor metrics.jsonl"):
+    with pytest.raises(ConfigError, match="has none of comparison.json, metrics.jsonl or results.jsonl"):
         write_report(tmp_path)
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{oops\n')
     with pytest.raises(DataError, match=r"metrics.jsonl:2: not valid JSON") as info:

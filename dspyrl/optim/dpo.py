@@ -20,7 +20,6 @@ before/after) is shared with LoRA GRPO: see dspyrl.optim.training.
 from __future__ import annotations
 
 import json
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,18 +99,17 @@ class DPO(training.LocalWeightsOptimizer):
                     "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
                     "learning_rate": cfg.learning_rate, "beta": cfg.beta, "loss_type": [cfg.loss_type],
                     "max_length": cfg.max_length}
-        args = training.make_args(DPOConfig, settings, cfg.trl_args)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+        callback = training.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
+                                         progress=self.progress, step_callbacks=self.callbacks, resume_from=resume_from)
+        with training.quiet_trl():
+            args = training.make_args(DPOConfig, settings, cfg.trl_args)
             trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                  processing_class=tokenizer,
                                  peft_config=None if start_adapter else training.lora_config(
                                      cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
                                      cfg.modules_to_save))
-        callback = training.run_callback(run, kind="dpo", total_steps=cfg.steps, save_every=cfg.save_every,
-                                         progress=self.progress, step_callbacks=self.callbacks, resume_from=resume_from)
-        training.train(trainer, run, callback, resume_from)
-        training.save_adapter(trainer.model, run.path / training.ADAPTER)
+            training.train(trainer, run, callback, resume_from)
+            training.save_adapter(trainer.model, run.path / training.ADAPTER)
         return callback.wall_s
 
     def pairs_from_rollouts(self, student, trainset, adapter) -> list[dict]:

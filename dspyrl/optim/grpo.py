@@ -50,6 +50,7 @@ class GRPOConfig:
     scale_advantages: bool = True  # False: Dr. GRPO (no division by the group std)
     propose_every: int = 2  # steps between candidate rounds (0: never propose)
     num_proposals: int = 2  # instructions requested per predictor per round
+    proposal_max_tokens: int = 160  # length limit of one proposed instruction
     num_demos: int = 4  # demos per demo set
     labelled_demo_sets: int = 2  # labelled demo sets added at the start, per predictor
     bootstrap_min_reward: float = 1.0  # runs at or above this reward become demo material
@@ -118,7 +119,8 @@ class GRPO(Teleprompter):
         self.progress = progress
         self.tensorboard = tensorboard
         self.instructions = instructions  # extra starting candidates: for every predictor, or by predictor name
-        self.proposer = InstructionProposer(num_proposals=self.config.num_proposals)
+        self.proposer = InstructionProposer(num_proposals=self.config.num_proposals,
+                                            max_tokens=self.config.proposal_max_tokens)
         self.state: GRPOState | None = None
 
     # ------------------------------------------------------------------------------------------------ compile

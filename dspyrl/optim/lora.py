@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -140,20 +139,18 @@ class LoraGRPO(training.LocalWeightsOptimizer):
             # rows of one example must share a generation batch (program mode); the order was shuffled above
             "shuffle_dataset": mode != "program",
         }
-        args = training.make_args(GRPOConfig, settings, cfg.trl_args)
-        with warnings.catch_warnings():  # rollout_func is "experimental" in TRL; the docstring says what we rely on
-            warnings.filterwarnings("ignore", message=".*rollout_func.*")
-            warnings.simplefilter("ignore", FutureWarning)
+        callback = training.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
+                                         progress=self.progress, step_callbacks=self.callbacks, resume_from=resume_from,
+                                         extra_metrics=(rollout_func or reward_func).pop_metrics)
+        with training.quiet_trl():
+            args = training.make_args(GRPOConfig, settings, cfg.trl_args)
             trainer = GRPOTrainer(
                 model=model, reward_funcs=reward_func, args=args, train_dataset=Dataset.from_list(rows),
                 processing_class=tokenizer, rollout_func=rollout_func,
                 peft_config=None if start_adapter else training.lora_config(
                     cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.modules_to_save))
-        callback = training.run_callback(run, kind="lora-grpo", total_steps=cfg.steps, save_every=cfg.save_every,
-                                         progress=self.progress, step_callbacks=self.callbacks, resume_from=resume_from,
-                                         extra_metrics=(rollout_func or reward_func).pop_metrics)
-        training.train(trainer, run, callback, resume_from)
-        training.save_adapter(trainer.model, run.path / training.ADAPTER)
+            training.train(trainer, run, callback, resume_from)
+            training.save_adapter(trainer.model, run.path / training.ADAPTER)
         return callback.wall_s
 
 

@@ -22,6 +22,8 @@ at the newest folder and is replaced atomically, so a crash leaves the previous 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import random
@@ -243,7 +245,8 @@ def adapted_program(student, spec: str, adapter_dir: Path | str, *, max_tokens: 
     """A copy of `student` whose predictors all run on the local model with the adapter (DSPy's own set_lm)."""
     from dspyrl.lm import local_lm
 
-    program = student.deepcopy()
+    # Share (never copy) the LMs already attached: deep-copying a local LM copies the model's weights before failing.
+    program = copy.deepcopy(student, {id(p.lm): p.lm for _, p in student.named_predictors() if p.lm is not None})
     program.set_lm(local_lm(spec, adapter=str(adapter_dir), temperature=0.0, max_tokens=max_tokens))
     return program
 
@@ -431,9 +434,25 @@ def train(trainer, run: RunFolder, callback: RunCallback, resume_from: Path | No
         callback.last_step = step
     trainer.add_callback(callback)
     quiet(trainer)
-    with warnings.catch_warnings():  # transformers 5 renames inside TRL: noise for our users, not theirs to fix
-        warnings.simplefilter("ignore", FutureWarning)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+
+
+@contextlib.contextmanager
+def quiet_trl():
+    """Around building and running a TRL trainer: transformers 5 deprecation renames inside TRL, TRL's "experimental"
+    note on rollout_func and datasets' tokenizing bars are noise for our users (not theirs to fix)."""
+    import datasets
+
+    bars_were_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*rollout_func.*experimental.*")
+            yield
+    finally:
+        if not bars_were_off:
+            datasets.enable_progress_bars()
 
 
 class _StepProgress:

@@ -1,0 +1,143 @@
+"""The prompts → weights → prompts schedule: alternate the prompt policy and the LoRA weights (BetterTogether-style).
+
+    optimized = Schedule(reward, "prompts,lora,prompts", lm=local_lm("smollm2"), run_dir="runs/ptw",
+                         prompts=GRPOConfig(max_metric_calls=200), lora=LoraGRPOConfig(steps=40)
+                         ).compile(program, trainset=train, valset=val)
+
+Why this order on small local models: with only an instruction, SmolLM2 almost never produces the output format, so
+weight GRPO has no signal; prompts first (demos, format) give the weights something to reinforce, and prompts again
+re-tune the instruction and demos for the adapted model. Each phase is a whole optimizer with its own budget:
+  prompts  dspyrl.GRPO          (GRPOConfig; budget max_metric_calls) on the current LM
+  lora     dspyrl.LoraGRPO      (LoraGRPOConfig; budget steps), continuing the adapter of an earlier weights phase
+  dpo      dspyrl.DPO           (LoraDPOConfig; budget steps), pairs from rollouts of the current program
+A phase starts from the previous phase's program: its instructions and demos, and its LM (after a weights phase, the
+local model with the new adapter). One run folder holds one sub-folder per phase (`1-prompts/`, `2-lora/`, ...), each
+a complete run folder of its optimizer. Resuming re-runs compile on every phase with resume=True where its folder has
+a checkpoint: a finished phase returns its result without work, the interrupted one continues from its checkpoint,
+later ones start fresh; so a schedule is resumable at any phase.
+
+The result is the phase output that scored best on the valset (the starting program included, ties to the later
+phase), as BetterTogether keeps the best of its strategies; `schedule.phases_done` tells each phase's score.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+from dspy.teleprompt.teleprompt import Teleprompter
+
+from dspyrl.errors import ConfigError
+from dspyrl.runs import RunFolder
+
+PHASE_KINDS = ("prompts", "lora", "dpo")
+
+
+@dataclass
+class Phase:
+    kind: str  # prompts | lora | dpo
+    settings: dict[str, Any] = field(default_factory=dict)  # overrides of that kind's config, e.g. {"steps": 20}
+
+
+def parse_phases(phases) -> list[Phase]:
+    """"prompts,lora,prompts", or a list of kinds, (kind, settings) pairs or Phases."""
+    items = [p.strip() for p in phases.split(",")] if isinstance(phases, str) else list(phases)
+    parsed = []
+    for item in items:
+        if isinstance(item, Phase):
+            phase = item
+        elif isinstance(item, str):
+            phase = Phase(item)
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            phase = Phase(str(item[0]), dict(item[1]))
+        else:
+            raise ConfigError(f"cannot read schedule phase {item!r}", hint="use 'prompts', 'lora', 'dpo' or (kind, settings)")
+        if phase.kind not in PHASE_KINDS:
+            raise ConfigError(f"unknown schedule phase '{phase.kind}'", hint=f"phases are: {', '.join(PHASE_KINDS)}")
+        parsed.append(phase)
+    if not parsed:
+        raise ConfigError("the schedule has no phases")
+    return parsed
+
+
+class Schedule(Teleprompter):
+    """Alternate prompt and weight optimization in one run folder (module docstring)."""
+
+    def __init__(self, reward, phases="prompts,lora,prompts", *, lm=None, reflection_lm=None, adapter=None,
+                 prompts=None, lora=None, dpo=None, run_dir=None, resume: bool = False, progress: bool = True,
+                 callbacks=()):
+        super().__init__()
+        from dspyrl.optim.dpo import LoraDPOConfig
+        from dspyrl.optim.grpo import GRPOConfig
+        from dspyrl.optim.lora import LoraGRPOConfig
+
+        self.reward = reward
+        self.phases = parse_phases(phases)
+        self.configs = {"prompts": prompts or GRPOConfig(), "lora": lora or LoraGRPOConfig(), "dpo": dpo or LoraDPOConfig()}
+        self.lm, self.reflection_lm, self.adapter = lm, reflection_lm, adapter
+        self.run_dir, self.resume, self.progress, self.callbacks = run_dir, resume, progress, list(callbacks)
+        self.phases_done: list[dict] = []
+
+    def compile(self, student, *, trainset, valset=None, teacher=None, **kwargs):
+        run = RunFolder(self.run_dir or tempfile.mkdtemp(prefix="dspyrl-schedule-"), resume=self.resume)
+        kinds = [p.kind for p in self.phases]
+        if self.resume and run.read_config().get("phases") != kinds:
+            raise ConfigError(f"cannot resume {run.path}: it ran the schedule {run.read_config().get('phases')}, not {kinds}")
+        if not self.resume:
+            run.write_config({"optimizer": "dspyrl.Schedule", "phases": kinds,
+                              "settings": [{**_config_json(self.configs[p.kind]), **p.settings} for p in self.phases]})
+            run.save_checkpoint({"phases": kinds, "done": []})
+        program, lm = student, self.lm
+        candidates = []  # (val score, phase index, program): the start counts as phase 0
+        self.phases_done = []
+        for index, phase in enumerate(self.phases, start=1):
+            folder = run.path / f"{index}-{phase.kind}"
+            resume_phase = (folder / "checkpoint.json").exists()
+            before, program, after = self._run_phase(phase, program, lm, trainset, valset, folder, resume_phase)
+            if index == 1 and before is not None:
+                candidates.append((before, 0, student))
+            if after is not None:
+                candidates.append((after, index, program))
+            if phase.kind != "prompts":  # the next phase runs on the adapted model
+                lm = next(p.lm for _, p in program.named_predictors())
+            self.phases_done.append({"phase": index, "kind": phase.kind, "dir": folder.name, "val_before": before,
+                                     "val_after": after})
+            run.save_checkpoint({"phases": kinds, "done": self.phases_done})
+            run.log_metrics({"step": index, "phase": phase.kind, "val_before": before, "val_after": after})
+        if not candidates:
+            return program
+        best = max(candidates, key=lambda c: (c[0], c[1]))  # ties go to the later phase
+        run.save_checkpoint({"phases": kinds, "done": self.phases_done, "best_phase": best[1], "best_val": best[0]})
+        run.save_program(best[2])
+        return best[2]
+
+    def _run_phase(self, phase: Phase, program, lm, trainset, valset, folder, resume: bool):
+        """Run one phase; returns (val score before, its program, val score after)."""
+        config = dataclasses.replace(self.configs[phase.kind], **phase.settings)
+        common = dict(run_dir=folder, resume=resume, progress=self.progress, callbacks=self.callbacks)
+        if phase.kind == "prompts":
+            from dspyrl.optim.grpo import GRPO
+
+            optimizer = GRPO(self.reward, config, lm=lm, reflection_lm=self.reflection_lm, **common)
+            with dspy.context(adapter=self.adapter) if self.adapter else contextlib.nullcontext():
+                optimized = optimizer.compile(program, trainset=trainset, valset=valset)
+            history = optimizer.state.val_history
+            return (history[0]["score"] if history else None), optimized, optimizer.state.best["score"]
+        if phase.kind == "lora":
+            from dspyrl.optim.lora import LoraGRPO
+
+            optimizer = LoraGRPO(self.reward, config, lm=lm, adapter=self.adapter, **common)
+        else:
+            from dspyrl.optim.dpo import DPO
+
+            optimizer = DPO(self.reward, config, lm=lm, adapter=self.adapter, **common)
+        optimized = optimizer.compile(program, trainset=trainset, valset=valset)
+        return optimizer.result.val_before, optimized, optimizer.result.val_after
+
+
+def _config_json(config) -> dict:
+    return dataclasses.asdict(config)
