@@ -102,10 +102,10 @@ def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, bu
     raise ValueError(f"unknown optimizer {name}")
 
 
-def test_score(program, test, reward, lm, threads: int) -> tuple[float, int]:
+def test_score(program, test, reward, lm, threads: int, adapter) -> tuple[float, int]:
     from dspyrl.rollout import run_rollouts
 
-    batch = run_rollouts(program, test, reward, lm=lm, num_threads=threads, progress=False)
+    batch = run_rollouts(program, test, reward, lm=lm, num_threads=threads, progress=False, adapter=adapter)
     return batch.mean_reward(), batch.failures
 
 
@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=96, help="completion limit of the task model")
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
+    parser.add_argument("--json-fallback", action="store_true",
+                        help="let ChatAdapter retry unparseable answers with JSONAdapter (default: off for every "
+                             "optimizer alike: on a small model the retry doubles the cost and rarely parses either)")
     parser.add_argument("--shared-cache", action="store_true",
                         help="keep DSPy's LM cache across optimizers (default: each one starts from an empty cache, so "
                              "none gets another's answers for free and wall times compare)")
@@ -137,6 +140,7 @@ def main(argv=None) -> int:
     from dspyrl.programs import load_program_file
 
     console = Console(width=170)
+    adapter = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
     lm = lm_from_spec(args.model, temperature=0.0, max_tokens=args.max_tokens)
     rows, results = [], []
     for program_name in args.programs.split(","):
@@ -145,7 +149,7 @@ def main(argv=None) -> int:
             train, val, test = split_examples(spec.load_examples(), seed=seed)
             train, val, test = train[: args.train_limit], val[: args.val_limit], test[: args.test_limit]
             reward = spec.build_reward()
-            base, base_fail = test_score(spec.build_program(), test, reward, lm, args.threads)
+            base, base_fail = test_score(spec.build_program(), test, reward, lm, args.threads, adapter)
             console.print(f"{program_name} seed {seed}: {len(train)}/{len(val)}/{len(test)} rows, "
                           f"starting program test {base:.3f} ({base_fail} failed)")
             rows.append((program_name, seed, "starting program", base, base_fail, 0, 0, 0, 0.0, ""))
@@ -156,14 +160,14 @@ def main(argv=None) -> int:
                     dspy.cache.reset_memory_cache()
                 started, note = time.perf_counter(), ""
                 try:
-                    with dspy.context(lm=lm, callbacks=[counter]):
+                    with dspy.context(lm=lm, callbacks=[counter], adapter=adapter):
                         optimized = run_optimizer(name, student, train, val, counting, lm, args.budget, seed,
                                                   args.threads)
                 except Exception as err:  # a crashing optimizer is a result, not the end of the benchmark
                     optimized, note = None, f"crashed: {type(err).__name__}: {' '.join(str(err).split())[:120]}"
                     traceback.print_exc()
                 wall = time.perf_counter() - started
-                score, failed = test_score(optimized, test, reward, lm, args.threads) if optimized else (float("nan"), 0)
+                score, failed = test_score(optimized, test, reward, lm, args.threads, adapter) if optimized else (float("nan"), 0)
                 row = (program_name, seed, name, score, failed, counter.program_runs, counting.calls, counter.lm_calls,
                        wall, note)
                 rows.append(row)

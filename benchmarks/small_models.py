@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="concurrent rollouts (batched by the engine)")
     parser.add_argument("--max-tokens", type=int, default=64, help="generation budget for chat/compact")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads (1 avoids oversubscription on a CPU shared with other jobs)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
 
@@ -74,7 +77,14 @@ def main() -> None:
     from dspyrl.lm import local_lm
     from dspyrl.programs import load_program_file
 
-    console = Console()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    # Until the rollout recorder reads lm15 Responses (what a guided_choice Request returns), its token count skips
+    # those calls and logs a warning per call; the accuracy and failure counts here do not depend on it.
+    logging.getLogger("dspy.utils.callback").setLevel(logging.ERROR)
+    console = Console(width=120)
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)  # measure the model, not a cache
     with console.status(f"loading {args.model}…"):
         lm = local_lm(args.model, temperature=0.0, max_tokens=args.max_tokens, cache=False)
@@ -98,7 +108,8 @@ def main() -> None:
                 console.print(f"  {name:<10} {shots} demos  {mode:<8} accuracy {row['accuracy']:.1%}  parse failures "
                               f"{row['parse_failures']}/{row['examples']}  {row['s_per_example']:.2f} s/example")
 
-    table = Table(title=f"Small-model formats on {args.model} (greedy, CPU, {args.threads} threads)")
+    threads = f"{args.threads} rollout threads" + (f", {args.torch_threads} torch threads" if args.torch_threads else "")
+    table = Table(title=f"Small-model formats on {args.model} (greedy, CPU, {threads})")
     for column in ("program", "demos", "mode", "n", "accuracy", "parse failures", "other failures", "s / example",
                    "median latency"):
         table.add_column(column, justify="left" if column in ("program", "mode") else "right")

@@ -1,5 +1,6 @@
 """dspyrl: GRPO for DSPy programs — optimize prompts and LoRA weights from rewards, and prove the gain."""
 
+from dspyrl.adapters import ChoiceAdapter, CompactAdapter
 from dspyrl.compare import ModelComparator
 from dspyrl.errors import DspyrlError
 from dspyrl.lm import local_lm, openai_compatible, openrouter
@@ -7,4 +8,4 @@ from dspyrl.optim.grpo import GRPO, GRPOConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelComparator", "GRPO", "GRPOConfig", "DspyrlError", "local_lm", "openai_compatible", "openrouter", "__version__"]
+__all__ = ["ChoiceAdapter", "CompactAdapter", "ModelComparator", "GRPO", "GRPOConfig", "DspyrlError", "local_lm", "openai_compatible", "openrouter", "__version__"]

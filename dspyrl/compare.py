@@ -176,7 +176,7 @@ def summarize_pairwise(judgements: list, lengths_a: list[int], lengths_b: list[i
 class ComparisonConfig:
     """Settings shared by both arms (equal by construction, so the comparison stays paired)."""
 
-    seed: int = 0  # bootstrap seed; rollout ids are the example index, the same in both arms
+    seed: int = 0  # the bootstrap's seed (sampling is seeded alike anyway: both arms get the same rollout ids)
     temperature: float | None = None  # None: each LM's own setting
     num_threads: int = 4  # concurrent rollouts per arm
     judge_threads: int = 4

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dspyrl.adapters import ChoiceAdapter, guided_choice_route
 from dspyrl.lm import lm_from_spec
 from dspyrl.programs import load_program_file
 
@@ -23,12 +24,15 @@ def run_demo(model: str = "smollm2", limit: int | None = None, threads: int = 4,
                   f"{len(examples)} examples")
     with console.status("loading the model…"):
         lm = lm_from_spec(model, temperature=0.0, max_tokens=64)
+    # Small local models cannot follow DSPy's default chat format (measured: chance accuracy, parse failures), but they
+    # rank well-formed answers well: constrained choice where the model is ours, DSPy's default adapter elsewhere.
+    adapter = ChoiceAdapter() if guided_choice_route(lm) is not None else None
     program_module, reward = spec.build_program(), spec.build_reward()
 
     def run_one(example):
         start = time.perf_counter()
         try:
-            with dspy.context(lm=lm):
+            with dspy.context(lm=lm, adapter=adapter):
                 pred = program_module(**example.inputs())
             return float(reward(example, pred)), False, time.perf_counter() - start
         except Exception:  # unparseable output or LM failure: counted, never fatal

@@ -86,7 +86,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
                          failure_reward=config.failure_reward, description=f"eval {spec.name}")
 
-    summary = summarize(batch, examples)
+    summary = summarize(batch, examples, component_names=list(getattr(reward, "weights", {}) or []))
     summary.update(program=spec.name, model=config.model, judge=config.judge, data=config.data or "(program's own)",
                    run_folder=str(out))
     judges = _judges(reward)
@@ -111,7 +111,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     return summary
 
 
-def summarize(batch, examples) -> dict[str, Any]:
+def summarize(batch, examples, component_names: list[str] | None = None) -> dict[str, Any]:
     """The numbers of one evaluation: mean reward and 95% t-interval, components, failures, tokens, cost, time."""
     rewards = [r.reward.total for r in batch.rollouts]
     n = len(rewards)
@@ -125,7 +125,7 @@ def summarize(batch, examples) -> dict[str, Any]:
     return {
         "examples": len(examples), "rollouts": n, "mean_reward": mean,
         "ci95": [mean - half_width, mean + half_width] if half_width is not None else None,
-        "components": batch.component_means(),
+        "components": batch.component_means(component_names),
         "failures": batch.failures, "failure_rate": batch.failures / n if n else 0.0,
         "reward_failures": batch.reward_failures, "error_types": batch.error_types,
         "lm_calls": batch.lm_calls, "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,

@@ -113,13 +113,16 @@ class RolloutBatch:
     def mean_reward(self) -> float:
         return sum(r.reward.total for r in self.rollouts) / len(self.rollouts) if self.rollouts else 0.0
 
-    def component_means(self) -> dict[str, float]:
-        """Mean of each named reward component over the rollouts that have it."""
-        sums: dict[str, list[float]] = {}
+    def component_means(self, names: list[str] | None = None) -> dict[str, float]:
+        """Mean of each named reward component over ALL rollouts; a rollout without the component (its program
+        failed) counts 0.0, so components and the mean reward describe the same runs. `names` adds components
+        that no rollout reached (e.g. every program run failed)."""
+        order = list(names or [])
         for rollout in self.rollouts:
-            for name, value in rollout.reward.components.items():
-                sums.setdefault(name, []).append(value)
-        return {name: sum(values) / len(values) for name, values in sums.items()}
+            order += [name for name in rollout.reward.components if name not in order]
+        n = len(self.rollouts)
+        return {name: sum(r.reward.components.get(name, 0.0) for r in self.rollouts) / n if n else 0.0
+                for name in order}
 
     def counters(self) -> dict[str, Any]:
         return {"rollouts": len(self.rollouts), "group_size": self.group_size, "lm_calls": self.lm_calls,

@@ -235,3 +235,30 @@ def test_one_program_on_two_lms_in_process_and_over_http(tiny_model_dir, tmp_pat
     assert result.cost["B"]["lm_calls"] >= 3
     for name in ("comparison.json", "report.html"):
         assert "sk-test-secret-0000" not in (tmp_path / name).read_text()
+
+
+HAND_IMPROVED_DEMOS = [("The pizza was fresh and the service was quick.", "positive"),
+                       ("My phone case snapped the day it arrived.", "negative"),
+                       ("A heartwarming story with a brilliant lead actor.", "positive"),
+                       ("The train was late and the seats were filthy.", "negative")]
+
+
+@pytest.mark.slow
+def test_cli_compare_on_smollm2_baseline_vs_hand_improved(tmp_path, capsys):
+    """The real job: `dspyrl compare` on the embedded SmolLM2, the sentiment program as written vs a hand-improved
+    instruction + four label-balanced demos of our own (not in the data set)."""
+    improved = sentiment.build_program()
+    improved.signature = improved.signature.with_instructions(
+        "Decide whether the review is positive or negative. Answer with exactly one word: positive or negative.")
+    improved.demos = [dspy.Example(review=r, sentiment=s) for r, s in HAND_IMPROVED_DEMOS]
+    improved.save(str(tmp_path / "hand_improved.json"))
+    out = tmp_path / "ab"
+    assert main(["compare", "baseline", str(tmp_path / "hand_improved.json"), "--split", "all", "--limit", "16",
+                 "--max-tokens", "64", "--out", str(out)]) == 0
+    saved = json.loads((out / "comparison.json").read_text())
+    assert saved["stats"]["n"] == 16 and saved["stats"]["binary"]
+    assert saved["verdict"].startswith(("no significant difference", "B (hand_improved) beats", "A (baseline) beats"))
+    for arm in ("A", "B"):
+        assert saved["cost"][arm]["lm_calls"] >= 16 and saved["cost"][arm]["completion_tokens"] > 0
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
+    print(saved["verdict"])

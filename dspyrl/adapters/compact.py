@@ -5,8 +5,10 @@ What a prompt looks like (one output field):
     system:    Classify the sentiment of the review.
 
                Input: review (a short customer or film review)
+               The sentiment is one of: positive or negative.
+
                Reply with one line:
-               sentiment: positive or negative
+               sentiment: <sentiment>
     user:      review: I loved every minute of this film.
     assistant: sentiment: positive
 
@@ -175,12 +177,14 @@ def parse_field_value(text: str, annotation) -> Any:
 
 # ----------------------------------------------------------------------------------------------- the adapter
 def _field_hint(name: str, field) -> str:
-    """What the reply line for an output field should contain, e.g. `positive or negative`, `<integer>`."""
+    """The placeholder on an output field's reply line, e.g. `<sentiment>`, `<integer>`.
+
+    A finite field's values are listed on a line of their own (see `_value_line`): written into the reply line
+    ("sentiment: positive or negative") a small model copies them verbatim, which names two labels.
+    """
     annotation = field.annotation
-    values = finite_values(annotation)
-    if values is not None:
-        words = [render_value(v) for v in values]
-        return " or ".join(words) if len(words) <= 2 else "one of " + ", ".join(words)
+    if finite_values(annotation) is not None:
+        return f"<{name.replace('_', ' ')}>"
     if annotation is int:
         return "<integer>"
     if annotation is float:
@@ -190,6 +194,16 @@ def _field_hint(name: str, field) -> str:
     if annotation is str:
         return "<text>"
     return "<JSON value>"
+
+
+def _value_line(name: str, field) -> str | None:
+    """`The sentiment is one of: positive or negative.` for a finite field, else None."""
+    values = finite_values(field.annotation)
+    if values is None:
+        return None
+    words = [render_value(v) for v in values]
+    listed = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return f"The {name.replace('_', ' ')} is one of: {listed}."
 
 
 def _description(name: str, field) -> str:
@@ -219,9 +233,10 @@ class CompactAdapter(dspy.Adapter):
         return textwrap.dedent(signature.instructions or "").strip()
 
     def format_system_message(self, signature) -> str:
-        inputs = "\n".join(f"Input: {name}" + (f" ({_description(name, f)})" if _description(name, f) else "")
-                           for name, f in signature.input_fields.items())
-        parts = [self.format_task_description(signature), inputs, self.format_field_structure(signature)]
+        lines = [f"Input: {name}" + (f" ({_description(name, f)})" if _description(name, f) else "")
+                 for name, f in signature.input_fields.items()]
+        lines += [line for name, f in signature.output_fields.items() if (line := _value_line(name, f))]
+        parts = [self.format_task_description(signature), "\n".join(lines), self.format_field_structure(signature)]
         return "\n\n".join(p for p in parts if p)
 
     def format_user_message_content(self, signature, inputs, prefix: str = "", suffix: str = "",

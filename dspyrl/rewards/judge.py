@@ -234,6 +234,7 @@ class RewardModule(dspy.Module):
                 with dspy.context(**settings):
                     prediction = predictor(**fields)
                 value, problem = read(dict(prediction.items()), None)
+                problem = problem and f"invalid: {problem}"  # parsed, but e.g. a score outside [0, 1]
                 feedback = str(prediction.get("feedback") or "")
             except AdapterParseError as err:
                 value, problem = (read({}, err.lm_response) if self.lenient else (None, "unparseable answer"))

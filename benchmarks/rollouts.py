@@ -1,0 +1,145 @@
+"""Rollout throughput against a slow endpoint: our rollout engine vs dspy.Evaluate at the same concurrency.
+
+    python benchmarks/rollouts.py --concurrency 8 --delay 0.2 --examples 64
+
+A loopback OpenAI-compatible server answers every chat completion after a fixed delay (a stand-in for a hosted model's
+latency; it needs no model, so the numbers measure only the client side: threads, DSPy, LiteLLM, HTTP). The same
+program runs on the same number of distinct examples through `dspyrl.rollout.run_rollouts(num_threads=C)` and through
+`dspy.Evaluate(num_threads=C)`; each gets its own questions, so neither is helped by the other's cache. The ideal rate is
+C / delay calls per second. Then both run again on their own questions: every call must come from DSPy's cache, so the
+server must see no new request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import dspy  # noqa: E402
+
+ANSWER = "[[ ## answer ## ]]\nfine\n\n[[ ## completed ## ]]"
+
+
+class SlowChatServer:
+    """An OpenAI-compatible /v1/chat/completions that sleeps `delay` seconds, then answers ANSWER; counts requests."""
+
+    def __init__(self, delay: float):
+        self.delay, self.requests, self._lock = delay, 0, threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with outer._lock:
+                    outer.requests += 1
+                time.sleep(outer.delay)
+                n = int(body.get("n") or 1)
+                payload = json.dumps({
+                    "id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.get("model", "slow"),
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": ANSWER},
+                                 "finish_reason": "stop"} for i in range(n)],
+                    "usage": {"prompt_tokens": 50, "completion_tokens": 8, "total_tokens": 58}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
+def exact(example, pred, trace=None) -> float:
+    return float(getattr(pred, "answer", None) == "fine")
+
+
+def measure(label: str, run, server: SlowChatServer, n: int) -> dict:
+    before, started = server.requests, time.perf_counter()
+    score = run()
+    wall = time.perf_counter() - started
+    calls = server.requests - before
+    return {"runner": label, "examples": n, "server_calls": calls, "wall_s": wall,
+            "calls_per_s": calls / wall if wall else 0.0, "score": score}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--delay", type=float, default=0.2, help="server delay per call, seconds (default: %(default)s)")
+    parser.add_argument("--examples", type=int, default=64)
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from dspyrl.lm.hosted import openai_compatible
+    from dspyrl.rollout import run_rollouts
+
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)  # a fresh cache: first passes all miss
+    server = SlowChatServer(args.delay)
+    lm = openai_compatible(server.base_url, "slow", temperature=0.0, max_tokens=16, num_retries=0)
+    program = dspy.Predict("question -> answer")
+    ours = [dspy.Example(question=f"rollout question {i}?").with_inputs("question") for i in range(args.examples)]
+    theirs = [dspy.Example(question=f"evaluate question {i}?").with_inputs("question") for i in range(args.examples)]
+    c = args.concurrency
+
+    def run_ours(examples):
+        return lambda: run_rollouts(program, examples, exact, lm=lm, num_threads=c, progress=False).mean_reward()
+
+    def run_evaluate(examples):
+        evaluate = dspy.Evaluate(devset=examples, metric=exact, num_threads=c, display_progress=False)
+
+        def run():
+            with dspy.context(lm=lm):
+                return evaluate(program).score / 100.0
+        return run
+
+    # warm up LiteLLM's client (imports, connection pool) on a separate question so neither runner pays for it
+    run_rollouts(program, [dspy.Example(question="warm up").with_inputs("question")], exact, lm=lm, progress=False)
+    rows = [measure(f"dspyrl run_rollouts (C={c})", run_ours(ours), server, args.examples),
+            measure(f"dspy.Evaluate (num_threads={c})", run_evaluate(theirs), server, args.examples),
+            measure("run_rollouts again (cached)", run_ours(ours), server, args.examples),
+            measure("dspy.Evaluate again (cached)", run_evaluate(theirs), server, args.examples)]
+    server.stop()
+
+    ideal = c / args.delay
+    table = Table(title=f"{args.examples} examples, endpoint delay {args.delay * 1000:.0f} ms, concurrency {c}: "
+                        f"ideal {ideal:.1f} calls/s")
+    for column in ("runner", "server calls", "wall time", "calls / s", "of ideal", "examples / s", "score"):
+        table.add_column(column, justify="left" if column == "runner" else "right")
+    for row in rows:
+        table.add_row(row["runner"], str(row["server_calls"]), f"{row['wall_s']:.2f} s", f"{row['calls_per_s']:.1f}",
+                      f"{row['calls_per_s'] / ideal:.0%}", f"{row['examples'] / row['wall_s']:.0f}",
+                      f"{row['score']:.2f}")
+    Console(width=140).print(table)
+    first_ours, first_theirs = rows[0]["calls_per_s"], rows[1]["calls_per_s"]
+    print(f"run_rollouts / Evaluate throughput: {first_ours / first_theirs:.2f}x; "
+          f"run_rollouts at {first_ours / ideal:.0%} of ideal; cached re-runs made "
+          f"{rows[2]['server_calls'] + rows[3]['server_calls']} server calls")
+    return 0 if rows[2]["server_calls"] == 0 and rows[3]["server_calls"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
