@@ -8,9 +8,11 @@ optimizer learns on train, selects on val, and is scored on test, which none of 
     bfrs    dspy.BootstrapFewShotWithRandomSearch (number of candidate programs sized to the budget)
     mipro   dspy.MIPROv2, light-style (3 candidates, no minibatching, trials sized to the budget)
     gepa    dspy.GEPA (max_metric_calls = budget; the task model also reflects, as our proposer does by default)
-Only GRPO and GEPA take a metric-call budget directly; BFRS and MIPROv2 are sized to it from their known cost model, and
-the table shows the metric calls each one really made (counted by wrapping the metric), so any overshoot is visible.
-LM calls are counted by a DSPy callback (cache hits included); wall time is measured around compile only.
+Only GRPO and GEPA take a metric-call budget directly; BFRS and MIPROv2 are sized to it from their known cost model. The
+table shows what each really spent: program runs (GEPA's budget unit: every run of the program on an example, failed
+ones included), metric calls (runs that reached the metric: a run whose output did not parse never does), LM calls
+(DSPy callback, cache hits included) and wall time around compile only. Each optimizer starts from an empty LM cache
+and all use the same ChatAdapter (no JSON retry unless --json-fallback), so none gets another's answers for free.
 An optimizer that crashes (MIPROv2 is known to on unparseable proposals from a 135M model) gets a row saying so.
 """
 

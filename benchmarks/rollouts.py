@@ -90,14 +90,21 @@ def main(argv=None) -> int:
     parser.add_argument("--delay", type=float, default=0.2, help="server delay per call, seconds (default: %(default)s)")
     parser.add_argument("--examples", type=int, default=64)
     args = parser.parse_args(argv)
+    previous_cache = dspy.cache
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)  # a fresh cache: first passes all miss
+    try:
+        return _compare(args)
+    finally:
+        dspy.cache = previous_cache  # leave the caller's cache as it was (tests import main)
 
+
+def _compare(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from dspyrl.lm.hosted import openai_compatible
     from dspyrl.rollout import run_rollouts
 
-    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)  # a fresh cache: first passes all miss
     server = SlowChatServer(args.delay)
     lm = openai_compatible(server.base_url, "slow", temperature=0.0, max_tokens=16, num_retries=0)
     program = dspy.Predict("question -> answer")

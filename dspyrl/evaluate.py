@@ -14,6 +14,7 @@ training score mean the same thing. Files are written atomically (temp file, fsy
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import statistics
@@ -83,8 +84,14 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     console.print(f"[bold]dspyrl eval[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan]"
                   f"{f' (judge {config.judge})' if config.judge else ''}, {len(examples)} examples"
                   f"{f' from {config.data}' if config.data else ''}")
-    batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
-                         failure_reward=config.failure_reward, description=f"eval {spec.name}")
+    # DSPy logs a warning per truncated completion, which buries the progress bar; the table reports the count.
+    lm_logger = logging.getLogger("dspy.clients.lm")
+    lm_logger.addFilter(_drop_truncation_warnings)
+    try:
+        batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
+                             failure_reward=config.failure_reward, description=f"eval {spec.name}")
+    finally:
+        lm_logger.removeFilter(_drop_truncation_warnings)
 
     summary = summarize(batch, examples, component_names=list(getattr(reward, "weights", {}) or []))
     summary.update(program=spec.name, model=config.model, judge=config.judge, data=config.data or "(program's own)",
@@ -128,7 +135,7 @@ def summarize(batch, examples, component_names: list[str] | None = None) -> dict
         "components": batch.component_means(component_names),
         "failures": batch.failures, "failure_rate": batch.failures / n if n else 0.0,
         "reward_failures": batch.reward_failures, "error_types": batch.error_types,
-        "lm_calls": batch.lm_calls, "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
+        "lm_calls": batch.lm_calls, "truncated": batch.truncated, "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
         "cost": batch.cost, "wall_s": batch.wall_s,
         "latency_median_s": latencies[n // 2] if n else 0.0,
         "latency_p90_s": latencies[min(n - 1, int(0.9 * n))] if n else 0.0,
@@ -152,13 +159,17 @@ def summary_table(summary: dict[str, Any]):
     for name, stats in (summary.get("judge_stats") or {}).items():
         table.add_row(f"  {name}: judgements / cached / failed",
                       f"{stats['judgements']} / {stats['cache_hits']} / {stats['failures']}")
-    table.add_row("LM calls", str(summary["lm_calls"]))
+    table.add_row("LM calls (cut off at max tokens)", f"{summary['lm_calls']} ({summary.get('truncated', 0)})")
     table.add_row("tokens in / out", f"{summary['prompt_tokens']} / {summary['completion_tokens']}")
     if summary["cost"]:
         table.add_row("cost", f"${summary['cost']:.4f}")
     table.add_row("latency median / p90", f"{summary['latency_median_s']:.2f} s / {summary['latency_p90_s']:.2f} s")
     table.add_row("wall time", f"{summary['wall_s']:.1f} s")
     return table
+
+
+def _drop_truncation_warnings(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("LM response was truncated")
 
 
 def _counts(counts: dict[str, int]) -> str:

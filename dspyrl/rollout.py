@@ -93,6 +93,7 @@ class RolloutBatch:
     failures: int = 0  # rollouts whose program failed (LM error, unparseable output)
     reward_failures: int = 0  # rollouts whose program ran but whose reward failed (judge failure, NaN, exception)
     metric_calls: int = 0
+    truncated: int = 0  # LM calls cut off at max_tokens (often why an output does not parse)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -127,6 +128,7 @@ class RolloutBatch:
     def counters(self) -> dict[str, Any]:
         return {"rollouts": len(self.rollouts), "group_size": self.group_size, "lm_calls": self.lm_calls,
                 "failures": self.failures, "reward_failures": self.reward_failures, "metric_calls": self.metric_calls,
+                "truncated": self.truncated,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "tokens": self.tokens, "cost": self.cost, "wall_s": round(self.wall_s, 3),
                 "error_types": dict(self.error_types)}
@@ -148,6 +150,7 @@ class _CallRecorder(BaseCallback):
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cost = 0.0
+        self.truncated = 0  # LM calls cut off at max_tokens
 
     def _stack(self) -> list[str]:
         if not hasattr(self._active, "stack"):
@@ -211,6 +214,7 @@ class _CallRecorder(BaseCallback):
             entry = history[-1]
             usage = entry.get("usage") or {}  # empty on a cache hit: a cached answer costs no tokens
             with self._lock:
+                self.truncated += _finish_reason(entry.get("response")) == "length"
                 self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
                 self.completion_tokens += int(usage.get("completion_tokens") or 0)
                 self.cost += float(entry.get("cost") or 0.0) if usage else 0.0
@@ -275,6 +279,7 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
     errors: Counter[str] = Counter()
     for rollout, recorder in results:
         batch.lm_calls += recorder.lm_calls
+        batch.truncated += recorder.truncated
         batch.prompt_tokens += rollout.prompt_tokens
         batch.completion_tokens += rollout.completion_tokens
         batch.cost += rollout.cost
@@ -315,6 +320,17 @@ def _rollout(program, example, i, s, reward, rollout_lm, adapter, configure, fai
     rollout = Rollout(i, s, choices or {}, prediction, list(recorder.calls), result, error,
                       recorder.prompt_tokens, recorder.completion_tokens, latency, recorder.cost)
     return rollout, recorder
+
+
+def _finish_reason(response: Any) -> str | None:
+    """finish_reason of a history entry's response: an lm15 Response, or a LiteLLM/OpenAI-style one."""
+    if response is None:
+        return None
+    reason = getattr(response, "finish_reason", None)
+    if reason is None:
+        choices = getattr(response, "choices", None) or []
+        reason = getattr(choices[0], "finish_reason", None) if choices else None
+    return reason
 
 
 def _copy_program(program: dspy.Module) -> dspy.Module:

@@ -24,7 +24,8 @@ def test_eval_cli_on_a_local_model_writes_the_run_folder(tiny_model_dir, tmp_pat
     out = tmp_path / "run"
     code = main(["eval", "programs/math_xml.py", "--model", str(tiny_model_dir), "--limit", "3", "--max-tokens", "12",
                  "--out", str(out)])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert code == 0
     assert "mean reward" in printed and "format" in printed and "correct" in printed and str(out) in printed
     summary, config, rows = _read_run(out)
@@ -34,6 +35,8 @@ def test_eval_cli_on_a_local_model_writes_the_run_folder(tiny_model_dir, tmp_pat
     assert summary["failures"] + sum(1 for r in rows if not r["failed"]) == 3
     assert summary["failures"] == sum(1 for r in rows if r["error"])
     assert summary["prompt_tokens"] > 0 and summary["lm_calls"] >= 3
+    assert 0 <= summary["truncated"] <= summary["lm_calls"]
+    assert "LM response was truncated" not in captured.err  # counted in the table instead of one warning per call
     assert config["program"] == "programs/math_xml.py" and config["model"] == str(tiny_model_dir)
     first = rows[0]
     assert first["inputs"]["question"] and isinstance(first["gold"]["answer"], int)

@@ -82,6 +82,7 @@ def test_groups_of_samples_with_calls_tokens_and_rewards(lm):
         assert rollout.prompt_tokens > 0 and 0 < rollout.completion_tokens <= 12
     assert batch.prompt_tokens == sum(r.prompt_tokens for r in batch.rollouts)
     assert batch.lm_calls == 12
+    assert 1 <= batch.truncated <= 12  # an untrained model rarely stops within 12 tokens; each cut-off is counted
     json.dumps([r.to_json() for r in batch.rollouts])  # everything is JSON-able
 
 

@@ -142,6 +142,7 @@ class GRPO(Teleprompter):
 
         run = RunFolder(self.run_dir, resume=self.resume) if self.run_dir else None
         state = self._start(student, trainset, run)
+        self.state = state  # readable during and after the run (also when a callback interrupts it)
         callbacks = list(self.callbacks)
         if run and self.tensorboard:
             from dspyrl.runs import TensorBoardCallback
@@ -170,7 +171,6 @@ class GRPO(Teleprompter):
         apply_values(optimized, state.best["values"])
         if run:
             run.save_program(optimized)
-        self.state = state
         return optimized
 
     # ------------------------------------------------------------------------------------------------ one step

@@ -113,3 +113,18 @@ def test_label_balanced_demos_balance_labels_and_vary_with_seed():
     assert {d.x for d in label_balanced_demos(examples, "y", k=6, seed=2)} != {d.x for d in demos}
     counts = Counter(d.y for d in label_balanced_demos(examples, "y", k=12, seed=0))
     assert counts["b"] == 3 and counts["a"] + counts["c"] == 9 and abs(counts["a"] - counts["c"]) <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("program_name, floor", [("sentiment", 0.8), ("topic", 0.6)])
+def test_smollm2_classifies_by_constrained_choice(program_name, floor):
+    """The embedded model, zero-shot: every reply parses (by construction) and accuracy is far above chance."""
+    from dspyrl.programs import load_program_file
+    from dspyrl.rollout import run_rollouts
+
+    program_file = load_program_file(program_name)
+    examples = program_file.load_examples()[::3]  # 16 / 20 rows, every label
+    batch = run_rollouts(program_file.build_program(), examples, program_file.build_reward(),
+                         lm=local_lm("smollm2", cache=False), adapter=ChoiceAdapter(), progress=False)
+    assert batch.failures == 0
+    assert batch.mean_reward() >= floor

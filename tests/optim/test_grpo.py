@@ -221,3 +221,41 @@ def test_lm_failures_over_http_are_counted_and_the_run_finishes(tiny_model_dir, 
     assert sum(m["step_failures"] for m in lines) > 0
     assert (tmp_path / "run" / "program.json").exists()
     assert optimized.classify.signature.instructions == TARGET
+
+
+class TwoSteps(dspy.Module):
+    """Two predictors in sequence; reports both instructions."""
+
+    def __init__(self):
+        super().__init__()
+        self.draft = dspy.Predict("review -> summary")
+        self.label = dspy.Predict("summary -> sentiment")
+
+    def forward(self, review):
+        for predictor, inputs in ((self.draft, {"review": review}), (self.label, {"summary": review})):
+            try:
+                predictor(**inputs)
+            except AdapterParseError:
+                pass
+        return dspy.Prediction(instructions=[self.draft.signature.instructions, self.label.signature.instructions])
+
+
+def test_every_predictor_of_a_multi_step_program_gets_its_own_slots(tiny_lm, tmp_path):
+    def both_on_target(example, pred, trace=None):
+        return sum(0.5 for text in pred.instructions if text == TARGET)
+
+    data = dataset()
+    optimizer = GRPO(both_on_target, lm=tiny_lm, instructions={"draft": [TARGET], "label": [TARGET, OTHERS[0]]},
+                     max_metric_calls=72, group_size=4, batch_size=2, lr=1.5, propose_every=0, labelled_demo_sets=0,
+                     run_dir=tmp_path / "run", progress=False, seed=1)
+    optimized = optimizer.compile(TwoSteps(), trainset=data[:8], valset=data[8:])
+    policy = optimizer.state.policy
+    assert set(policy.slots) == {"draft", "label"}
+    assert len(policy.slots["draft"]["instruction"].candidates) == 2
+    assert len(policy.slots["label"]["instruction"].candidates) == 3
+    assert policy.probability("draft", "instruction", TARGET) > 0.5
+    assert policy.probability("label", "instruction", TARGET) > 1 / 3
+    assert optimized.draft.signature.instructions == TARGET and optimized.label.signature.instructions == TARGET
+    reloaded = TwoSteps()
+    reloaded.load(str(tmp_path / "run" / "program.json"))
+    assert [p.signature.instructions for _, p in reloaded.named_predictors()] == [TARGET, TARGET]
