@@ -104,6 +104,18 @@ def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, bu
     raise ValueError(f"unknown optimizer {name}")
 
 
+def describe(program) -> dict | None:
+    """What an optimizer settled on, per predictor: the instruction and the demos' output fields."""
+    if program is None:
+        return None
+    out = {}
+    for name, predictor in program.named_predictors():
+        outputs = list(predictor.signature.output_fields)
+        out[name] = {"instruction": predictor.signature.instructions,
+                     "demos": [{k: str(d.get(k))[:60] for k in outputs} for d in predictor.demos]}
+    return out
+
+
 def test_score(program, test, reward, lm, threads: int, adapter) -> tuple[float, int]:
     from dspyrl.rollout import run_rollouts
 
@@ -124,6 +136,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=96, help="completion limit of the task model")
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
+    parser.add_argument("--adapter", default="chat", choices=("chat", "compact", "choice", "auto"),
+                        help="prompt format for every optimizer alike (default: DSPy's ChatAdapter; choice/auto: "
+                             "constrained choice for Literal outputs on the local model, compact format elsewhere)")
     parser.add_argument("--json-fallback", action="store_true",
                         help="let ChatAdapter retry unparseable answers with JSONAdapter (default: off for every "
                              "optimizer alike: on a small model the retry doubles the cost and rarely parses either)")
@@ -142,8 +157,13 @@ def main(argv=None) -> int:
     from dspyrl.programs import load_program_file
 
     console = Console(width=170)
-    adapter = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
     lm = lm_from_spec(args.model, temperature=0.0, max_tokens=args.max_tokens)
+    if args.adapter == "chat":
+        adapter = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
+    else:
+        from dspyrl.optimize import make_adapter
+
+        adapter = make_adapter(args.adapter, lm)
     rows, results = [], []
     for program_name in args.programs.split(","):
         spec = load_program_file(program_name)
@@ -177,11 +197,13 @@ def main(argv=None) -> int:
                               f"{counting.calls} metric calls, {counter.lm_calls} LM calls, {wall:.0f} s {note}")
                 results.append(dict(zip(("program", "seed", "optimizer", "test_score", "test_failures", "program_runs",
                                          "metric_calls", "lm_calls", "wall_s", "note"), row),
-                                    train=len(train), val=len(val), test=len(test), budget=args.budget))
+                                    train=len(train), val=len(val), test=len(test), budget=args.budget,
+                                    prompts=describe(optimized)))
                 if args.json:
                     Path(args.json).write_text(json.dumps(results, indent=1))
 
-    table = Table(title=f"prompt optimizers at {args.budget} metric calls on {args.model} (held-out test split)")
+    table = Table(title=f"prompt optimizers at a budget of {args.budget} program runs on {args.model}, "
+                        f"{type(adapter).__name__} (held-out test split)")
     for column in ("program", "seed", "optimizer", "test score", "test failed", "program runs", "metric calls",
                    "LM calls", "wall time", "note"):
         table.add_column(column, justify="left" if column in ("program", "optimizer", "note") else "right")

@@ -63,7 +63,7 @@ def _run_demo(args) -> int:
     if args.budget:
         from dspyrl.optimize import optimize_program
 
-        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads)
+        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads, adapter="auto")
     return 0
 
 
@@ -86,6 +86,9 @@ def _add_optimize(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the data split and the optimizer (default: %(default)s)")
     p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=128, help="completion limit of the task model (default: %(default)s)")
+    p.add_argument("--adapter", default=None, choices=("chat", "json", "compact", "choice", "auto"),
+                   help="prompt format for every run (default: DSPy's ChatAdapter; auto: constrained choice on local "
+                        "models, as `dspyrl demo` does)")
     p.set_defaults(handler=_run_optimize)
 
 
@@ -97,7 +100,8 @@ def _run_optimize(args) -> int:
         raise ConfigError("--resume needs --out: the run folder to continue")
     optimize_program(args.program, model=args.model, judge=args.judge, reflection_model=args.reflection_model,
                      budget=args.budget, out=args.out, resume=args.resume, seed=args.seed, threads=args.threads,
-                     max_tokens=args.max_tokens, group_size=args.group_size, batch_size=args.batch_size)
+                     max_tokens=args.max_tokens, adapter=args.adapter, group_size=args.group_size,
+                     batch_size=args.batch_size)
     return 0
 
 

@@ -7,13 +7,16 @@ Everything lands in the run folder: config, metrics.jsonl, checkpoint, program.j
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime
 from pathlib import Path
 
+import dspy
 from rich.console import Console
 from rich.table import Table
 
+from dspyrl.errors import ConfigError
 from dspyrl.runs import write_json_atomic
 
 
@@ -27,11 +30,30 @@ def evaluate(program, examples, reward, lm, *, num_threads: int = 4) -> dict:
             "failures": sum(1 for r in batch.rollouts if r.error), "wall_s": batch.wall_s}
 
 
+ADAPTERS = ("chat", "json", "compact", "choice", "auto")
+
+
+def make_adapter(name: str | None, lm):
+    """An adapter by name; 'auto' is what `dspyrl demo` uses: constrained choice on our own models, else DSPy's default."""
+    if name in (None, ""):
+        return None
+    from dspyrl.adapters import ChoiceAdapter, CompactAdapter, guided_choice_route
+
+    if name == "auto":
+        return ChoiceAdapter() if guided_choice_route(lm) is not None else None
+    factories = {"chat": dspy.ChatAdapter, "json": dspy.JSONAdapter, "compact": CompactAdapter, "choice": ChoiceAdapter}
+    if name not in factories:
+        raise ConfigError(f"unknown adapter '{name}'", hint=f"choose one of {', '.join(ADAPTERS)}")
+    return factories[name]()
+
+
 def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judge: str | None = None,
                      reflection_model: str | None = None, budget: int = 150, out: str | None = None,
                      resume: bool = False, seed: int = 0, threads: int = 4, max_tokens: int = 128,
-                     console: Console | None = None, **grpo_settings) -> dict:
-    """Run the whole story for a program file and print it; returns the summary (also saved as summary.json)."""
+                     adapter: str | None = None, console: Console | None = None, **grpo_settings) -> dict:
+    """Run the whole story for a program file and print it; returns the summary (also saved as summary.json).
+
+    `adapter` (a name from ADAPTERS) formats every run, before, during and after optimization; None keeps DSPy's."""
     from dspyrl.data import split_examples
     from dspyrl.lm import lm_from_spec
     from dspyrl.optim.grpo import GRPO
@@ -50,19 +72,22 @@ def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judg
         reflection_lm = lm_from_spec(reflection_model, temperature=1.0) if reflection_model else None
     reward = spec.build_reward(judge_lm=judge_lm)
     student = spec.build_program()
+    chosen_adapter = make_adapter(adapter, lm)
 
-    with console.status("scoring the starting program on the test split…"):
-        before = evaluate(student, test, reward, lm, num_threads=threads)
-    started = time.perf_counter()
-    optimizer = GRPO(reward, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=resume,
-                     max_metric_calls=budget, num_threads=threads, seed=seed, **grpo_settings)
-    optimized = optimizer.compile(student, trainset=train, valset=val)
-    optimize_s = time.perf_counter() - started
-    with console.status("scoring the optimized program on the test split…"):
-        after = evaluate(optimized, test, reward, lm, num_threads=threads)
+    with dspy.context(adapter=chosen_adapter) if chosen_adapter is not None else contextlib.nullcontext():
+        with console.status("scoring the starting program on the test split…"):
+            before = evaluate(student, test, reward, lm, num_threads=threads)
+        started = time.perf_counter()
+        optimizer = GRPO(reward, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=resume,
+                         max_metric_calls=budget, num_threads=threads, seed=seed, **grpo_settings)
+        optimized = optimizer.compile(student, trainset=train, valset=val)
+        optimize_s = time.perf_counter() - started
+        with console.status("scoring the optimized program on the test split…"):
+            after = evaluate(optimized, test, reward, lm, num_threads=threads)
 
     state = optimizer.state
-    summary = {"program": spec.name, "model": model, "test_before": before, "test_after": after,
+    summary = {"program": spec.name, "model": model, "adapter": type(chosen_adapter).__name__ if chosen_adapter else None,
+               "test_before": before, "test_after": after,
                "best_val": state.best, "metric_calls": state.metric_calls, "lm_calls": state.lm_calls,
                "steps": state.step, "stopped": state.stopped, "optimize_wall_s": optimize_s,
                "program_json": str(out / "program.json")}
@@ -72,7 +97,8 @@ def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judg
 
 
 def show_story(console: Console, summary: dict, optimized) -> None:
-    table = Table(title=f"{summary['program']} on {summary['model']}: held-out test split")
+    adapter = f" ({summary['adapter']})" if summary.get("adapter") else ""
+    table = Table(title=f"{summary['program']} on {summary['model']}{adapter}: held-out test split")
     for column in ("program", "test score", "failed runs", "metric calls", "wall time"):
         table.add_column(column, justify="right")
     before, after = summary["test_before"], summary["test_after"]

@@ -12,7 +12,8 @@ Two things make it fast on a CPU:
 
 **Constrained choice** (`guided_choice`, the field vLLM's OpenAI server uses): a request whose
 `config.extensions["guided_choice"]` lists candidate completions is answered by scoring each candidate's total
-log-probability given the prompt (prompt once, then all candidates in one batched forward over the prompt's KV cache)
+log-probability given the prompt (prompt once, then all candidates in one batched forward over the prompt's KV cache;
+concurrent requests are scored together, like generations)
 instead of generating: the argmax at temperature 0, a draw from softmax(logprob / temperature) otherwise. Small
 models that cannot follow an output format can still rank a handful of well-formed answers (see dspyrl.adapters).
 """
@@ -99,11 +100,14 @@ class _ScoreJob:
 
     prompt_ids: list[int]
     candidate_ids: list[list[int]]
-    settings: None = None  # never equal to a GenerationSettings, so a score job is never batched into a generate
-    n: int = 1
+    settings: str = "score"  # the batching key: score jobs batch with score jobs, never with a generate
     done: threading.Event = field(default_factory=threading.Event)
     result: list[float] | None = None
     error: BaseException | None = None
+
+    @property
+    def n(self) -> int:  # rows this job adds to a batch
+        return len(self.candidate_ids)
 
 
 MAX_GUIDED_CHOICES = 256  # one forward row per candidate; more than this is a misuse, not a classification
@@ -124,7 +128,7 @@ class LocalEngine:
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self.generate_calls = 0  # how many batched generate() calls ran (benchmarks and tests read it)
-        self.score_calls = 0  # how many candidate-scoring passes ran (a cached distribution is not re-scored)
+        self.score_calls = 0  # how many batched candidate-scoring passes ran (a cached distribution is not re-scored)
         self._choice_cache: OrderedDict[str, list[float]] = OrderedDict()  # recent (prompt, candidates) -> logprobs
         self._choice_cache_lock = threading.Lock()
         self._rng = random.Random()
@@ -248,32 +252,44 @@ class LocalEngine:
                        "stop") for i in picks]
         return generations, logprobs
 
-    def _score_job(self, job: _ScoreJob) -> list[float]:
-        """The prompt once (its KV cache), then every candidate in one right-padded batch on top of that cache.
+    def _score_batch(self, jobs: list[_ScoreJob]) -> list[list[float]]:
+        """Every job's prompt once (left-padded, one forward, its KV cache), then every candidate of every job in one
+        right-padded forward on top of its own prompt's cache rows.
 
-        Right padding keeps each candidate's real tokens at their true positions, and causal attention means the
-        padding after them never influences their logits, so each score equals an unbatched forward of
-        prompt + candidate.
+        Position ids follow the real tokens and the attention mask hides all padding, so each score equals an
+        unbatched forward of prompt + candidate (tests check this against a direct computation).
         """
         import torch
 
-        prompt = torch.tensor([job.prompt_ids])
-        rows = job.candidate_ids
-        width = max(len(r) for r in rows)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        candidates = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
+        lengths = [len(job.prompt_ids) for job in jobs]
+        width = max(lengths)
+        prompt_ids = torch.tensor([[pad_id] * (width - n) + job.prompt_ids for job, n in zip(jobs, lengths)])
+        prompt_mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths])
+        owner = [b for b, job in enumerate(jobs) for _ in job.candidate_ids]  # candidate row -> its job
+        rows = [ids for job in jobs for ids in job.candidate_ids]
+        tail_width = max(len(r) for r in rows)
+        candidates = torch.tensor([r + [pad_id] * (tail_width - len(r)) for r in rows])
+        candidate_mask = torch.tensor([[1] * len(r) + [0] * (tail_width - len(r)) for r in rows])
+        owner_index = torch.tensor(owner)
         with torch.inference_mode():
-            head = self.model(input_ids=prompt, use_cache=True)
+            head = self.model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                              position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
             cache = head.past_key_values
-            cache.batch_repeat_interleave(len(rows))
-            tail = self.model(input_ids=candidates, past_key_values=cache, use_cache=False)
+            cache.batch_select_indices(owner_index)
+            positions = torch.tensor(lengths)[owner_index].unsqueeze(1) + torch.arange(tail_width).unsqueeze(0)
+            tail = self.model(input_ids=candidates, past_key_values=cache, use_cache=False, position_ids=positions,
+                              attention_mask=torch.cat([prompt_mask[owner_index], candidate_mask], dim=1))
             # Logits that predict candidate token j: the prompt's last position for j = 0, candidate position j-1 after.
-            logits = torch.cat([head.logits[:, -1:, :].expand(len(rows), 1, -1), tail.logits[:, :-1, :]], dim=1)
+            logits = torch.cat([head.logits[owner_index, -1:, :], tail.logits[:, :-1, :]], dim=1)
             logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, candidates.unsqueeze(-1)).squeeze(-1)
-            mask = torch.tensor([[1.0] * len(r) + [0.0] * (width - len(r)) for r in rows])
-            totals = (logprobs * mask).sum(dim=-1)
+            totals = (logprobs * candidate_mask).sum(dim=-1).tolist()
         self.score_calls += 1
-        return [float(t) for t in totals]
+        results, start = [], 0
+        for job in jobs:
+            results.append(totals[start:start + job.n])
+            start += job.n
+        return results
 
     def _ensure_worker(self) -> None:
         with self._worker_lock:
@@ -282,17 +298,9 @@ class LocalEngine:
                 self._worker.start()
 
     def _work(self) -> None:
-        held: list[_Job] = []  # jobs taken from the queue that did not fit the last batch
+        held: list[_Job | _ScoreJob] = []  # jobs taken from the queue that did not fit the last batch
         while True:
             first = held.pop(0) if held else self._queue.get()
-            if isinstance(first, _ScoreJob):
-                try:
-                    first.result = self._score_job(first)
-                except BaseException as err:  # the caller gets the error; the worker keeps serving
-                    first.error = err
-                finally:
-                    first.done.set()
-                continue
             batch, size = [first], first.n
             deadline = time.monotonic() + self.batch_wait_s
             # Gather requests with the same settings that arrive within a few milliseconds.
@@ -312,7 +320,7 @@ class LocalEngine:
                 else:
                     held.append(job)
             try:
-                results = self._generate_batch(batch)
+                results = self._score_batch(batch) if isinstance(first, _ScoreJob) else self._generate_batch(batch)
                 for job, result in zip(batch, results):
                     job.result = result
             except BaseException as err:  # hand the error to every waiting caller; the worker keeps serving

@@ -76,7 +76,7 @@ class DPO(training.LocalWeightsOptimizer):
             self.pairs = load_pairs(self.pairs)  # read and checked now: a bad file fails before anything runs
         return {"pairs_from": "file" if self.pairs is not None else "rollouts"}
 
-    def train_weights(self, student, trainset, spec, start_adapter, adapter, run, resume_from):
+    def train_weights(self, student, trainset, spec, start_adapter, adapter, lm, run, resume_from):
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
@@ -85,7 +85,7 @@ class DPO(training.LocalWeightsOptimizer):
         if resume_from is not None and pairs_file.exists():
             pairs = load_pairs(pairs_file)
         else:
-            pairs = self.pairs if self.pairs is not None else self.pairs_from_rollouts(student, trainset, adapter)
+            pairs = self.pairs if self.pairs is not None else self.pairs_from_rollouts(student, trainset, adapter, lm)
             pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs))
         if not pairs:
             raise ConfigError(f"no preference pairs: in every group of {cfg.group_size} runs the best and worst reward "
@@ -100,7 +100,7 @@ class DPO(training.LocalWeightsOptimizer):
                     "learning_rate": cfg.learning_rate, "beta": cfg.beta, "loss_type": [cfg.loss_type],
                     "max_length": cfg.max_length}
         callback = training.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
-                                         progress=self.progress, step_callbacks=self.callbacks, resume_from=resume_from)
+                                         progress=self.progress, step_callbacks=self.step_callbacks, resume_from=resume_from)
         with training.quiet_trl():
             args = training.make_args(DPOConfig, settings, cfg.trl_args)
             trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
@@ -112,12 +112,12 @@ class DPO(training.LocalWeightsOptimizer):
             training.save_adapter(trainer.model, run.path / training.ADAPTER)
         return callback.wall_s
 
-    def pairs_from_rollouts(self, student, trainset, adapter) -> list[dict]:
-        """Run every example `group_size` times and pair the best run against the worst (module docstring)."""
+    def pairs_from_rollouts(self, student, trainset, adapter, lm) -> list[dict]:
+        """Run every example `group_size` times on `lm` and pair the best run against the worst (module docstring)."""
         from dspyrl.rollout import run_rollouts
 
         cfg = self.config
-        batch = run_rollouts(student, trainset, self.reward, group_size=cfg.group_size, lm=self.lm, adapter=adapter,
+        batch = run_rollouts(student, trainset, self.reward, group_size=cfg.group_size, lm=lm, adapter=adapter,
                              num_threads=cfg.num_threads, progress=self.progress, temperature=cfg.temperature,
                              failure_reward=cfg.failure_reward, description="rollouts for DPO pairs")
         return preference_pairs(batch.rollouts, min_gap=cfg.min_gap)

@@ -133,11 +133,10 @@ class GRPO(Teleprompter):
         if lm is None:
             raise ConfigError("GRPO has no LM", hint="pass lm=... or call dspy.configure(lm=...) first")
         student = student.deepcopy()
-        batch = min(cfg.batch_size, len(trainset))
-        step_cost, val_cost = batch * cfg.group_size, len(valset)
-        if cfg.max_metric_calls < 2 * val_cost + step_cost:
-            raise ConfigError(f"budget of {cfg.max_metric_calls} metric calls is too small: one step needs "
-                              f"{step_cost} and the two validation runs (start, end) need {2 * val_cost}",
+        batch, val_cost = min(cfg.batch_size, len(trainset)), len(valset)
+        if cfg.max_metric_calls < 2 * val_cost + cfg.group_size:
+            raise ConfigError(f"budget of {cfg.max_metric_calls} metric calls is too small: the smallest step needs "
+                              f"{cfg.group_size} and the two validation runs (start, end) need {2 * val_cost}",
                               hint="raise max_metric_calls, or use a smaller valset, batch_size or group_size")
 
         run = RunFolder(self.run_dir, resume=self.resume) if self.run_dir else None
@@ -154,8 +153,13 @@ class GRPO(Teleprompter):
                 self._validate(student, valset, state, lm)
                 self._checkpoint(run, state)
                 live.update(state.metric_calls)
-            while state.metric_calls + step_cost + val_cost <= cfg.max_metric_calls and not state.stopped:
-                metrics = self._step(student, trainset, valset, state, lm, batch)
+            while not state.stopped:
+                # keep one validation in reserve for the final prompt; the last step shrinks to fit what is left
+                room = cfg.max_metric_calls - state.metric_calls - val_cost
+                step_batch = min(batch, room // cfg.group_size)
+                if step_batch < 1:
+                    break
+                metrics = self._step(student, trainset, valset, state, lm, step_batch)
                 self._checkpoint(run, state)
                 if run:
                     run.log_metrics(metrics)
@@ -268,7 +272,7 @@ class GRPO(Teleprompter):
             for demos in labelled_demo_sets(predictor.signature, trainset, k=cfg.num_demos,
                                             count=cfg.labelled_demo_sets, rng=rng):
                 policy.add_candidate(name, "demos", demos, "labelled", max_candidates=cfg.max_candidates)
-        state = GRPOState(policy=policy, rng=rng)
+        state = GRPOState(policy=policy, rng=rng, early=EarlyStopping(patience=cfg.early_stop_patience))
         if run:
             run.write_config({**dataclasses.asdict(cfg), "optimizer": "dspyrl.GRPO", "predictors": predictors,
                               "trainset_size": len(trainset), "lm": _lm_name(self.lm or dspy.settings.lm),
@@ -304,18 +308,21 @@ class GRPO(Teleprompter):
         return batch
 
     def _validate(self, student, valset, state: GRPOState, lm) -> float:
-        """Score the policy's most likely prompt on the valset (once per distinct prompt) and keep the best."""
+        """Score the policy's most likely prompt on the valset (once per distinct prompt) and keep the best.
+
+        Every call counts for early stopping, also when the prompt was scored before: an unchanged prompt is a plateau."""
         values = state.policy.greedy_values()
-        for entry in state.val_history:
-            if entry["values"] == values:
-                return entry["score"]
-        program = student.deepcopy()
-        apply_values(program, values)
-        batch = self._run(state, program, valset, lm, None)
-        score = sum(float(r.reward.total) for r in batch.rollouts) / max(1, len(batch.rollouts))
-        state.val_history.append({"step": state.step, "score": score, "values": values})
-        if state.best is None or score >= state.best["score"]:  # ties go to the later, more trained prompt
-            state.best = {"step": state.step, "score": score, "values": values}
+        known = next((entry for entry in state.val_history if entry["values"] == values), None)
+        if known is not None:
+            score = known["score"]
+        else:
+            program = student.deepcopy()
+            apply_values(program, values)
+            batch = self._run(state, program, valset, lm, None)
+            score = sum(float(r.reward.total) for r in batch.rollouts) / max(1, len(batch.rollouts))
+            state.val_history.append({"step": state.step, "score": score, "values": values})
+            if state.best is None or score >= state.best["score"]:  # ties go to the later, more trained prompt
+                state.best = {"step": state.step, "score": score, "values": values}
         if state.early.update(score) and not state.stopped:
             state.stopped = "early_stop"
         return score

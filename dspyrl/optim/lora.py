@@ -107,7 +107,7 @@ class LoraGRPO(training.LocalWeightsOptimizer):
         predictors = [name for name, _ in student.named_predictors()]
         return {"predictors": predictors, "rollout": cfg.rollout_mode(len(predictors)), "trainset_size": len(trainset)}
 
-    def train_weights(self, student, trainset, spec, start_adapter, adapter, run, resume_from):
+    def train_weights(self, student, trainset, spec, start_adapter, adapter, lm, run, resume_from):
         """Build the TRL GRPOTrainer, train (or resume) and save the adapter; returns the run's training seconds."""
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
@@ -140,7 +140,7 @@ class LoraGRPO(training.LocalWeightsOptimizer):
             "shuffle_dataset": mode != "program",
         }
         callback = training.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
-                                         progress=self.progress, step_callbacks=self.callbacks, resume_from=resume_from,
+                                         progress=self.progress, step_callbacks=self.step_callbacks, resume_from=resume_from,
                                          extra_metrics=(rollout_func or reward_func).pop_metrics)
         with training.quiet_trl():
             args = training.make_args(GRPOConfig, settings, cfg.trl_args)

@@ -32,6 +32,7 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
 from dspyrl.errors import ConfigError
+from dspyrl.optim.training import program_lm, without_lms
 from dspyrl.runs import RunFolder
 
 PHASE_KINDS = ("prompts", "lora", "dpo")
@@ -79,7 +80,8 @@ class Schedule(Teleprompter):
         self.phases = parse_phases(phases)
         self.configs = {"prompts": prompts or GRPOConfig(), "lora": lora or LoraGRPOConfig(), "dpo": dpo or LoraDPOConfig()}
         self.lm, self.reflection_lm, self.adapter = lm, reflection_lm, adapter
-        self.run_dir, self.resume, self.progress, self.callbacks = run_dir, resume, progress, list(callbacks)
+        self.run_dir, self.resume, self.progress = run_dir, resume, progress
+        self.step_callbacks = list(callbacks)  # not `callbacks`: DSPy calls on_compile_* on a teleprompter's
         self.phases_done: list[dict] = []
 
     def compile(self, student, *, trainset, valset=None, teacher=None, **kwargs):
@@ -91,34 +93,40 @@ class Schedule(Teleprompter):
             run.write_config({"optimizer": "dspyrl.Schedule", "phases": kinds,
                               "settings": [{**_config_json(self.configs[p.kind]), **p.settings} for p in self.phases]})
             run.save_checkpoint({"phases": kinds, "done": []})
-        program, lm = student, self.lm
-        candidates = []  # (val score, phase index, program): the start counts as phase 0
+        # Programs travel between phases without predictor LMs and the LM beside them, so each phase's rollouts run
+        # on the LM it is given (with its temperature and rollout ids); the result gets its LM attached at the end.
+        start_lm = program_lm(student, self.lm)
+        program, lm = without_lms(student), start_lm
+        candidates = []  # (val score, phase index, program, lm): the start counts as phase 0
         self.phases_done = []
         for index, phase in enumerate(self.phases, start=1):
             folder = run.path / f"{index}-{phase.kind}"
             resume_phase = (folder / "checkpoint.json").exists()
-            before, program, after = self._run_phase(phase, program, lm, trainset, valset, folder, resume_phase)
+            before, optimized, after = self._run_phase(phase, program, lm, trainset, valset, folder, resume_phase)
             if index == 1 and before is not None:
-                candidates.append((before, 0, student))
+                candidates.append((before, 0, program, lm))
+            if phase.kind != "prompts":  # the next phases run on the adapted model
+                lm = program_lm(optimized)
+            program = without_lms(optimized)
             if after is not None:
-                candidates.append((after, index, program))
-            if phase.kind != "prompts":  # the next phase runs on the adapted model
-                lm = next(p.lm for _, p in program.named_predictors())
+                candidates.append((after, index, program, lm))
             self.phases_done.append({"phase": index, "kind": phase.kind, "dir": folder.name, "val_before": before,
                                      "val_after": after})
             run.save_checkpoint({"phases": kinds, "done": self.phases_done})
             run.log_metrics({"step": index, "phase": phase.kind, "val_before": before, "val_after": after})
-        if not candidates:
-            return program
-        best = max(candidates, key=lambda c: (c[0], c[1]))  # ties go to the later phase
-        run.save_checkpoint({"phases": kinds, "done": self.phases_done, "best_phase": best[1], "best_val": best[0]})
-        run.save_program(best[2])
-        return best[2]
+        best_val, best_phase = None, len(self.phases)
+        if candidates:
+            best_val, best_phase, program, lm = max(candidates, key=lambda c: (c[0], c[1]))  # ties: the later phase
+        if lm is not start_lm or any(p.lm is not None for _, p in student.named_predictors()):
+            program.set_lm(lm)  # the adapted model (or the student's own LMs) travel with the result
+        run.save_checkpoint({"phases": kinds, "done": self.phases_done, "best_phase": best_phase, "best_val": best_val})
+        run.save_program(program)
+        return program
 
     def _run_phase(self, phase: Phase, program, lm, trainset, valset, folder, resume: bool):
         """Run one phase; returns (val score before, its program, val score after)."""
         config = dataclasses.replace(self.configs[phase.kind], **phase.settings)
-        common = dict(run_dir=folder, resume=resume, progress=self.progress, callbacks=self.callbacks)
+        common = dict(run_dir=folder, resume=resume, progress=self.progress, callbacks=self.step_callbacks)
         if phase.kind == "prompts":
             from dspyrl.optim.grpo import GRPO
 

@@ -83,15 +83,17 @@ class LocalWeightsOptimizer(Teleprompter):
         self.lm = lm  # the local LM the program runs on (None: the predictors' own, else dspy.settings.lm)
         self.adapter = adapter  # the DSPy adapter (None: dspy.settings.adapter, else ChatAdapter)
         self.run_dir, self.resume = run_dir, resume
-        self.callbacks, self.progress = list(callbacks), progress
+        # Not `self.callbacks`: DSPy calls on_compile_start/end on a teleprompter's `callbacks`; ours see each step.
+        self.step_callbacks, self.progress = list(callbacks), progress
         self.result: WeightsResult | None = None
 
     def check(self, student, trainset) -> dict:
         """Refuse bad input before anything runs; returns JSON-able details for config.json and the result."""
         return {}
 
-    def train_weights(self, student, trainset, spec, start_adapter, adapter, run: RunFolder, resume_from) -> float:
-        """Train into `<run>/adapter/`; returns the run's training seconds."""
+    def train_weights(self, student, trainset, spec, start_adapter, adapter, lm, run: RunFolder, resume_from) -> float:
+        """Train into `<run>/adapter/`; returns the run's training seconds. `student` has no predictor LMs; `lm` is
+        the LM it runs on (the local model, with the adapter it started from)."""
         raise NotImplementedError
 
     def compile(self, student, *, trainset=None, valset=None, teacher=None, **kwargs):
@@ -99,25 +101,25 @@ class LocalWeightsOptimizer(Teleprompter):
         spec, start_adapter = local_model_of(student, self.lm)
         details = self.check(student, trainset)
         adapter = self.adapter or dspy.settings.adapter or dspy.ChatAdapter()
-        base_lm = self.lm or next((p.lm for _, p in student.named_predictors() if p.lm is not None), None) or dspy.settings.lm
+        lm, plain = program_lm(student, self.lm), without_lms(student)
         run = RunFolder(self.run_dir or tempfile.mkdtemp(prefix=f"dspyrl-{self.kind}-"), resume=self.resume)
         if self.resume:
             record, resume_from = resume_point(run)
             val_before = run.read_config().get("val_before")
         else:
             record, resume_from = {}, None
-            val_before = self.validate(student, valset, base_lm, adapter)
+            val_before = self.validate(plain, valset, lm, adapter)
             run.write_config({**dataclasses.asdict(cfg), "optimizer": type(self).__name__, "model": spec,
                               "start_adapter": start_adapter, **details, "val_before": val_before})
         if record.get("done"):
             wall = float(record.get("wall_s", 0.0))
         else:
-            wall = self.train_weights(student, trainset, spec, start_adapter, adapter, run, resume_from)
-        max_tokens = int((getattr(base_lm, "kwargs", None) or {}).get("max_tokens") or 256)
-        optimized = adapted_program(student, spec, run.path / ADAPTER, max_tokens=max_tokens)
+            wall = self.train_weights(plain, trainset, spec, start_adapter, adapter, lm, run, resume_from)
+        max_tokens = int((getattr(lm, "kwargs", None) or {}).get("max_tokens") or 256)
+        optimized = adapted_program(plain, spec, run.path / ADAPTER, max_tokens=max_tokens)
         val_after = record.get("val_after")
         if val_after is None:
-            val_after = self.validate(optimized, valset, next(p.lm for _, p in optimized.named_predictors()), adapter)
+            val_after = self.validate(optimized, valset, program_lm(optimized), adapter)
         run.save_program(optimized)
         run.save_checkpoint({"kind": self.kind, "step": cfg.steps, "dir": None, "done": True, "wall_s": wall,
                              "val_before": val_before, "val_after": val_after})
@@ -241,12 +243,25 @@ def save_adapter(model, folder: Path) -> Path:
     return folder
 
 
+def program_lm(program, lm=None):
+    """The LM `program` runs on, as DSPy resolves it: a predictor's own LM, else `lm`, else dspy.settings.lm."""
+    return next((p.lm for _, p in program.named_predictors() if p.lm is not None), None) or lm or dspy.settings.lm
+
+
+def without_lms(program):
+    """A copy of `program` whose predictors carry no LM of their own, so the LM handed to run_rollouts (with its
+    temperature and per-sample rollout ids, or the model being trained) is the one that runs. Attached LMs are
+    shared by the copy, never copied: deep-copying a local LM copies the model's weights before failing."""
+    copied = copy.deepcopy(program, {id(p.lm): p.lm for _, p in program.named_predictors() if p.lm is not None})
+    copied.set_lm(None)
+    return copied
+
+
 def adapted_program(student, spec: str, adapter_dir: Path | str, *, max_tokens: int = 256):
     """A copy of `student` whose predictors all run on the local model with the adapter (DSPy's own set_lm)."""
     from dspyrl.lm import local_lm
 
-    # Share (never copy) the LMs already attached: deep-copying a local LM copies the model's weights before failing.
-    program = copy.deepcopy(student, {id(p.lm): p.lm for _, p in student.named_predictors() if p.lm is not None})
+    program = without_lms(student)
     program.set_lm(local_lm(spec, adapter=str(adapter_dir), temperature=0.0, max_tokens=max_tokens))
     return program
 

@@ -45,13 +45,28 @@ def test_scores_equal_a_direct_computation_and_greedy_picks_the_argmax(tiny_mode
     assert response.provider_data["guided_choice"]["logprobs"] == pytest.approx(direct, abs=1e-3)
 
 
+def test_prompts_of_different_lengths_scored_in_one_batch_match_direct_computation(tiny_model_dir):
+    from dspyrl.lm.local import _ScoreJob
+
+    engine = local_engine(str(tiny_model_dir))
+    prompts = [[{"role": "user", "content": "hi"}], MESSAGES,
+               [{"role": "user", "content": "a much longer review that says the plot was dull " * 3}]]
+    candidate_sets = [CANDIDATES, ["yes", "no"], ["0", "1 2 3 4 5 6 7 8 9 10", "sentiment: positive"]]
+    end = engine.tokenizer.eos_token_id
+    jobs = [_ScoreJob(engine.encode_chat(p), [engine.tokenizer(c, add_special_tokens=False)["input_ids"] + [end]
+                                              for c in cs]) for p, cs in zip(prompts, candidate_sets)]
+    batched = engine._score_batch(jobs)
+    for p, cs, got in zip(prompts, candidate_sets, batched):
+        assert got == pytest.approx([direct_logprob(engine, p, c) for c in cs], abs=1e-3)
+
+
 def test_scores_are_cached_and_thread_safe_next_to_generation(tiny_model_dir):
     from concurrent.futures import ThreadPoolExecutor
 
     from dspyrl.lm.local import GenerationSettings
 
     engine = local_engine(str(tiny_model_dir))
-    prompts = [[{"role": "user", "content": f"review number {i}"}] for i in range(6)]
+    prompts = [[{"role": "user", "content": f"review {i}: " + "very " * i + "good"}] for i in range(6)]
     expected = [[direct_logprob(engine, p, c) for c in CANDIDATES] for p in prompts]
     before = engine.score_calls
 
@@ -63,9 +78,10 @@ def test_scores_are_cached_and_thread_safe_next_to_generation(tiny_model_dir):
         results = list(pool.map(work, range(6)))
     for got, want in zip(results, expected):
         assert got == pytest.approx(want, abs=1e-3)
-    assert engine.score_calls == before + 6
+    scored = engine.score_calls - before
+    assert 1 <= scored <= 6  # concurrent requests may share a scoring pass
     engine.choice_logprobs(prompts[0], CANDIDATES)
-    assert engine.score_calls == before + 6, "a repeated (prompt, candidates) pair is not scored again"
+    assert engine.score_calls == before + scored, "a repeated (prompt, candidates) pair is not scored again"
 
 
 def test_sampling_follows_the_normalised_candidate_distribution(tiny_model_dir):

@@ -259,3 +259,13 @@ def test_every_predictor_of_a_multi_step_program_gets_its_own_slots(tiny_lm, tmp
     reloaded = TwoSteps()
     reloaded.load(str(tmp_path / "run" / "program.json"))
     assert [p.signature.instructions for _, p in reloaded.named_predictors()] == [TARGET, TARGET]
+
+
+def test_a_validation_plateau_stops_the_run_early(tiny_lm):
+    data = dataset()
+    optimizer = GRPO(lambda example, pred, trace=None: 0.0, lm=tiny_lm, max_metric_calls=400, group_size=4,
+                     batch_size=2, eval_every=1, early_stop_patience=2, propose_every=0, progress=False)
+    optimizer.compile(ReportsItsPrompt(), trainset=data[:8], valset=data[8:])
+    state = optimizer.state
+    assert state.stopped == "early_stop" and state.step == 2  # the start, then two flat validations
+    assert state.metric_calls < 400

@@ -111,7 +111,8 @@ def test_program_rollouts_group_calls_per_predictor(tiny_model_dir, tiny_lm):
     for row, prompt in enumerate(prompts):
         example, predictor = json.loads(prompt)["example"], json.loads(prompt)["predictor"]
         assert f"what is {example} plus {example}?" in texts[row]
-        assert ("[[ ## draft ## ]]" in texts[row].split("<|im_start|>user")[-1]) == (predictor == "final")
+        asks_for = "answer" if predictor == "final" else "draft"  # the user turn names the predictor's output field
+        assert f"starting with the field `[[ ## {asks_for} ## ]]`" in texts[row].split("<|im_start|>user")[-1]
     # One set of 3 runs per example, shared by both predictors: rewards agree row by row.
     for example in (0, 1):
         base = example * 6

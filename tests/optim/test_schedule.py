@@ -1,0 +1,90 @@
+"""The prompts → weights → prompts schedule on the real tiny random Llama: phases chain, one run folder, resume mid-phase."""
+
+from __future__ import annotations
+
+import json
+
+import dspy
+import pytest
+
+from dspyrl.errors import ConfigError
+from dspyrl.lm import local_lm
+from dspyrl.optim.dpo import LoraDPOConfig
+from dspyrl.optim.grpo import GRPOConfig
+from dspyrl.optim.lora import LoraGRPOConfig
+from dspyrl.optim.schedule import Phase, Schedule, parse_phases
+from tests.optim.test_lora import RawAdapter, digit_share, questions
+
+LORA = dict(learning_rate=0.05, max_completion_length=8, beta=0.0, modules_to_save=["lm_head"], lora_r=4, num_threads=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model_dir):
+    return local_lm(str(tiny_model_dir), max_tokens=8)
+
+
+def test_parse_phases():
+    assert parse_phases("prompts, lora,prompts") == [Phase("prompts"), Phase("lora"), Phase("prompts")]
+    assert parse_phases(["dpo", ("lora", {"steps": 3})]) == [Phase("dpo"), Phase("lora", {"steps": 3})]
+    with pytest.raises(ConfigError, match="unknown schedule phase 'weights'"):
+        parse_phases("prompts,weights")
+    with pytest.raises(ConfigError, match="no phases"):
+        parse_phases([])
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_prompts_lora_prompts_resumes_inside_the_lora_phase(tiny_lm, tmp_path):
+    class Interrupt(Exception):
+        pass
+
+    class StopInLora:
+        def on_step_end(self, metrics):
+            if metrics.get("phase") == "lora-grpo" and metrics["step"] == 2:
+                raise Interrupt
+
+    def schedule(**kwargs):
+        return Schedule(digit_share, "prompts,lora,prompts", lm=tiny_lm, adapter=RawAdapter(),
+                        prompts=GRPOConfig(max_metric_calls=10, batch_size=2, group_size=2, num_threads=2),
+                        lora=LoraGRPOConfig(steps=4, save_every=1, **LORA), run_dir=tmp_path / "run", progress=False,
+                        **kwargs)
+
+    program, train, val = dspy.Predict("question -> answer"), questions(6), questions(2)
+    with pytest.raises(Interrupt):
+        schedule(callbacks=[StopInLora()]).compile(program, trainset=train, valset=val)
+    run = tmp_path / "run"
+    assert (run / "1-prompts" / "program.json").is_file()
+    assert json.loads((run / "2-lora" / "checkpoint.json").read_text())["step"] == 2  # written before callbacks run
+    first_phase_metrics = (run / "1-prompts" / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        schedule().compile(program, trainset=train, valset=val)
+
+    resumed = schedule(resume=True)
+    optimized = resumed.compile(program, trainset=train, valset=val)
+    assert [p["kind"] for p in resumed.phases_done] == ["prompts", "lora", "prompts"]
+    assert (run / "1-prompts" / "metrics.jsonl").read_text() == first_phase_metrics  # the finished phase did no work
+    assert [m["step"] for m in _lines(run / "2-lora" / "metrics.jsonl")] == [1, 2, 3, 4]
+    # The last prompt phase optimized prompts for the adapted model.
+    third = json.loads((run / "3-prompts" / "config.json").read_text())
+    assert third["lm"] == f"local/{tiny_lm.engine.model_spec}+{run / '2-lora' / 'adapter'}"
+    # The result is the best-validated phase output; its score is recorded with the schedule.
+    record = json.loads((run / "checkpoint.json").read_text())
+    scores = [resumed.phases_done[0]["val_before"]] + [p["val_after"] for p in resumed.phases_done]
+    assert record["best_val"] == max(scores)
+    assert (run / "program.json").is_file()
+    if record["best_phase"] >= 2:
+        assert next(p for _, p in optimized.named_predictors()).lm.engine.adapter == str(run / "2-lora" / "adapter")
+
+
+def test_dpo_phase_continues_the_adapter_of_the_lora_phase(tiny_lm, tmp_path):
+    schedule = Schedule(digit_share, "lora,dpo", lm=tiny_lm, adapter=RawAdapter(),
+                        lora=LoraGRPOConfig(steps=2, **{**LORA, "learning_rate": 1e-3}),  # samples still differ
+                        dpo=LoraDPOConfig(steps=2, batch_size=2, learning_rate=1e-2, lora_r=4, num_threads=2),
+                        run_dir=tmp_path / "run", progress=False)
+    schedule.compile(dspy.Predict("question -> answer"), trainset=questions(6), valset=questions(2))
+    dpo_config = json.loads((tmp_path / "run" / "2-dpo" / "config.json").read_text())
+    assert dpo_config["start_adapter"] == str(tmp_path / "run" / "1-lora" / "adapter")
+    assert (tmp_path / "run" / "2-dpo" / "adapter" / "adapter_model.safetensors").is_file()
+    assert len(_lines(tmp_path / "run" / "2-dpo" / "metrics.jsonl")) == 2
