@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -240,22 +241,23 @@ class ProgramRollouts:
                 out["completion_ids"].append([eos])
                 out["dspyrl_reward"].append(None)
                 continue
-            completion = self.tokenizer(call.completion, add_special_tokens=False)["input_ids"]
-            if len(completion) < self.cfg.max_completion_length:  # it stopped by itself: the EOS was part of it
-                completion = completion + [eos]
-            out["prompt_ids"].append(self._engine.encode_chat(call.messages))
+            prompt_ids = self._engine.encode_chat(call.messages)
+            completion = self._engine.sampled_ids(prompt_ids, call.completion)
+            if completion is None:  # the engine did not hand out its tokens: re-tokenize the text
+                completion = self.tokenizer(call.completion, add_special_tokens=False)["input_ids"]
+                if len(completion) < self.cfg.max_completion_length:  # it stopped by itself: the EOS was part of it
+                    completion = completion + [eos]
+            out["prompt_ids"].append(prompt_ids)
             out["completion_ids"].append(completion[: self.cfg.max_completion_length])
             out["dspyrl_reward"].append(float(run.reward.total))
+        self._engine.forget_samples()
         return out
 
     def _training_lm(self, trainer):
         """A dspy.LM over the model TRL is training (the same object: no copy, no reload)."""
-        from dspyrl.lm.local import LocalEngine
-
         model = trainer.accelerator.unwrap_model(trainer.model)
         if self._engine is None or self._engine.model is not model:
-            self._engine = LocalEngine(self.spec, loaded=(model, self.tokenizer),
-                                       default_max_tokens=self.cfg.max_completion_length)
+            self._engine = _training_engine(self.spec, model, self.tokenizer, self.cfg.max_completion_length)
             self._lm = dspy.LM(f"local/{self.spec}+training", engine=self._engine, temperature=self.cfg.temperature,
                                max_tokens=self.cfg.max_completion_length, cache=False, num_retries=0)
         return self._lm
@@ -272,6 +274,39 @@ class ProgramRollouts:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def _training_engine(spec: str, model, tokenizer, max_tokens: int):
+    """A LocalEngine over the model being trained that remembers each sampled completion's token ids, so TRL gets the
+    tokens that were sampled rather than a re-tokenization of their text (which differs when the model sampled a
+    non-canonical split, or bytes that do not decode). It relies on `Generation.token_ids`; an engine without them
+    makes `sampled_ids` return None and the caller re-tokenizes."""
+    from dspyrl.lm.local import LocalEngine
+
+    class TrainingEngine(LocalEngine):
+        def __init__(self):
+            super().__init__(spec, loaded=(model, tokenizer), default_max_tokens=max_tokens)
+            self._sampled: dict[tuple, list[int]] = {}
+            self._sampled_lock = threading.Lock()
+
+        def generate(self, messages, n=1, settings=None):
+            generations = super().generate(messages, n, settings)
+            prompt = tuple(self.encode_chat(messages))
+            with self._sampled_lock:
+                for generation in generations:
+                    if getattr(generation, "token_ids", None):
+                        self._sampled[(prompt, generation.text)] = list(generation.token_ids)
+            return generations
+
+        def sampled_ids(self, prompt_ids: list[int], text: str) -> list[int] | None:
+            with self._sampled_lock:
+                return self._sampled.get((tuple(prompt_ids), text))
+
+        def forget_samples(self) -> None:
+            with self._sampled_lock:
+                self._sampled.clear()
+
+    return TrainingEngine()
+
+
 def _reward_metrics(scored: list[RewardResult]) -> dict:
     if not scored:
         return {}
