@@ -8,7 +8,7 @@
               --rounds times; prints step time and peak memory as ours / raw ratios.
 
     .venv/bin/python benchmarks/lora_grpo.py                         # both (~15 min on 2 shared CPU threads)
-    .venv/bin/python benchmarks/lora_grpo.py --part curve --steps 60
+    .venv/bin/python benchmarks/lora_grpo.py --part curve --steps 40 --lr 5e-4 --torch-threads 1
     .venv/bin/python benchmarks/lora_grpo.py --part overhead --overhead-steps 8 --rounds 2
 
 Timings on a shared machine move with the neighbours' load; (b) alternates the two so drift hits both.
@@ -42,25 +42,33 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("all", "curve", "overhead"), default="all")
-    parser.add_argument("--steps", type=int, default=60, help="(a) training steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=40, help="(a) training steps (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=5e-4, help="(a) learning rate (default: %(default)s)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch CPU threads in every process (default: torch's; 1 is faster on a loaded machine)")
     parser.add_argument("--overhead-steps", type=int, default=8, help="(b) steps per timed run (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=2, help="(b) raw/ours alternations (default: %(default)s)")
     parser.add_argument("--out", default="runs/bench-lora-grpo", help="where runs, JSON results and the PNG go")
     parser.add_argument("--worker", choices=("raw", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.torch_threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.torch_threads)  # inherited by the worker processes of (b)
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.worker:
         return _worker(args.worker, json.loads(Path(args.job).read_text()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "curve"):
-        curve(args.steps, out)
+        curve(args.steps, args.lr, out)
     if args.part in ("all", "overhead"):
         overhead(args.overhead_steps, args.rounds, out)
 
 
 # ----------------------------------------------------------------------------------------------- (a) the curve
-def curve(steps: int, out: Path) -> dict:
+def curve(steps: int, lr: float, out: Path) -> dict:
     import dspy
     from rich.console import Console
     from rich.table import Table
@@ -83,11 +91,11 @@ def curve(steps: int, out: Path) -> dict:
 
     run_dir = out / f"curve-{time.strftime('%Y%m%d-%H%M%S')}"
     console.print(f"[bold](a)[/bold] LoRA GRPO on SmolLM2 / math_xml: {len(train)} train, {len(val)} val, "
-                  f"{len(test)} test rows, {steps} steps, run folder {run_dir}")
+                  f"{len(test)} test rows, {steps} steps, lr {lr}, run folder {run_dir}")
     before = score(program, lm)
     started = time.perf_counter()
     optimizer = LoraGRPO(reward, lm=lm, run_dir=run_dir, steps=steps, num_generations=TRL["num_generations"],
-                         prompts_per_step=1, learning_rate=TRL["learning_rate"], beta=TRL["beta"],
+                         prompts_per_step=1, learning_rate=lr, beta=TRL["beta"],
                          max_completion_length=TRL["max_completion_length"], lora_r=LORA["r"],
                          lora_alpha=LORA["lora_alpha"], save_every=10, seed=0)
     optimized = optimizer.compile(program, trainset=train, valset=val)
@@ -107,7 +115,7 @@ def curve(steps: int, out: Path) -> dict:
                       f"{_mean(m.get('frac_zero_std', 0) for m in window):.2f}",
                       f"{_mean(m.get('step_time', 0) for m in window):.1f}")
     console.print(table)
-    result = {"steps": steps, "test_before": before, "test_after": after, "val_before": optimizer.result.val_before,
+    result = {"steps": steps, "lr": lr, "torch_threads": _threads(), "test_before": before, "test_after": after, "val_before": optimizer.result.val_before,
               "val_after": optimizer.result.val_after, "train_wall_s": round(optimizer.result.train_wall_s, 1),
               "compile_wall_s": round(compile_s, 1), "reward_curve": rewards, "run_dir": str(run_dir)}
     summary = Table(title="held-out test split (greedy), SmolLM2 + math_xml")
@@ -210,7 +218,7 @@ def overhead(steps: int, rounds: int, out: Path) -> dict:
     table.add_row("process wall (load + train + save)", f"{agg['raw']['process_wall_s']:.0f} s",
                   f"{agg['ours']['process_wall_s']:.0f} s", f"{ratios['process_wall']:.2f}×")
     console.print(table)
-    result = {"steps": steps, "rounds": rounds, "runs": runs, "median": agg, "ratios": ratios}
+    result = {"steps": steps, "rounds": rounds, "torch_threads": _threads(), "runs": runs, "median": agg, "ratios": ratios}
     (out / "overhead.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -283,6 +291,12 @@ def _ours(job: dict) -> list[dict]:
                          target_modules=job["lora"]["target_modules"], seed=trl["seed"], progress=False)
     optimizer.compile(math_xml.build_program(), trainset=train)
     return [json.loads(line) for line in (Path(job["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _mean(values) -> float:

@@ -5,7 +5,8 @@ SmolLM2-135M-Instruct (greedy): accuracy, parse-failure rate and time per exampl
 every mode is scored on the same remaining rows. Programs run through `dspyrl.rollout.run_rollouts`, like everything else.
 
     .venv/bin/python benchmarks/small_models.py [--model smollm2] [--programs sentiment topic] [--limit N]
-                                                [--modes chat compact choice] [--threads 4] [--json out.json]
+                                                [--modes chat compact choice] [--threads 4] [--torch-threads 1]
+                                                [--json out.json]
 
 Constrained choice cannot produce an unparseable reply: the model picks one of the complete, well-formed replies by
 their log-probabilities, so its parse failures are 0 by construction — the interesting number is its accuracy.

@@ -50,9 +50,10 @@ def _add_demo(sub) -> None:
     _add_model_option(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
     p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
-    p.add_argument("--budget", type=int, default=0,
+    p.add_argument("--budget", type=int, default=60,
                    help="then optimize the prompt with GRPO for this many metric calls and show baseline → optimized "
-                        "on the held-out test split (0: only the baseline run; default: %(default)s)")
+                        "on the held-out test split, with the learned instruction and demos (0: only the baseline run; "
+                        "default: %(default)s)")
     p.set_defaults(handler=_run_demo)
 
 
@@ -194,7 +195,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--split", default="test", choices=("test", "all"),
                    help="without --data: which of the program's examples (default: %(default)s, the held-out split)")
     _add_model_option(p)
-    p.add_argument("--judge", default=None, help="LM for a pairwise judge, asked in both orders (same forms as --model)")
+    p.add_argument("--judge", default=None,
+                   help="LM for a pairwise judge, asked in both orders (same forms as --model; --max-tokens applies)")
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-<time>)")
     p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
     p.add_argument("--threads", type=int, default=4, help="concurrent program runs per arm (default: %(default)s)")

@@ -440,7 +440,7 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     with console.status("loading the models…"):
         arm_a = resolve_arm(a, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
         arm_b = resolve_arm(b, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
-        judge_lm = lm_from_spec(judge, temperature=0.0) if judge else None
+        judge_lm = lm_from_spec(judge, temperature=0.0, max_tokens=max_tokens) if judge else None
     if arm_a.name == arm_b.name:  # two runs named 'program' from different folders: keep them apart in the report
         arm_a.name, arm_b.name = f"{arm_a.name} (A)", f"{arm_b.name} (B)"
     reward = program_file.build_reward(judge_lm=judge_lm)

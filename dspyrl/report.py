@@ -202,7 +202,12 @@ def write_comparison_report(run_dir: str | Path) -> Path:
         if key not in data:
             raise DataError(f"missing '{key}'", file=str(run_dir / COMPARISON_FILE), field=key)
     arms, stats, examples = data["arms"], data["stats"], data["examples"]
-    names = (f"A ({arms['A']['name']})", f"B ({arms['B']['name']})")
+    for i, row in enumerate(examples):
+        for key in ("index", "reward_a", "reward_b"):
+            if not isinstance(row, dict) or key not in row:
+                raise DataError(f"example {i} has no '{key}'", file=str(run_dir / COMPARISON_FILE), field=key)
+    names = tuple(letter if arms.get(letter, {}).get("name") in (None, "", letter) else f"{letter} ({arms[letter]['name']})"
+                  for letter in ("A", "B"))
     a = [row["reward_a"] for row in examples]
     b = [row["reward_b"] for row in examples]
     diff = np.asarray(b, float) - np.asarray(a, float)
@@ -217,8 +222,8 @@ def write_comparison_report(run_dir: str | Path) -> Path:
              f'<p class="{verdict_class}">{_e(data.get("verdict") or stats.get("verdict", ""))}</p>']
     parts.append("<h2>Arms</h2>" + _table(
         ["arm", "name", "what runs", "mean score"],
-        [["A", arms["A"]["name"], arms["A"].get("description", ""), stats["mean_a"]],
-         ["B", arms["B"]["name"], arms["B"].get("description", ""), stats["mean_b"]]]))
+        [["A", arms.get("A", {}).get("name", "A"), arms.get("A", {}).get("description", ""), stats["mean_a"]],
+         ["B", arms.get("B", {}).get("name", "B"), arms.get("B", {}).get("description", ""), stats["mean_b"]]]))
     settings = data.get("settings", {})
     if settings:
         parts.append('<p class="muted">' + _e(", ".join(f"{k}: {v}" for k, v in settings.items())) + "</p>")

@@ -16,7 +16,7 @@ import dspy
 import dspyrl
 from dspyrl.data import split_examples
 from dspyrl.programs import load_program_file
-from dspyrl.rewards.metrics import as_metric
+from dspyrl.rollout import run_rollouts
 
 # 1. The model: OpenRouter through LiteLLM, or any OpenAI-compatible endpoint.
 base_url = os.environ.get("DSPYRL_BASE_URL")
@@ -37,8 +37,15 @@ optimizer = dspyrl.GRPO(reward, max_metric_calls=int(os.environ.get("DSPYRL_BUDG
 optimized = optimizer.compile(sentiment.build_program(), trainset=train, valset=val)
 
 # 4. Held-out score, then save with DSPy's own format (load it back with program.load(path)).
-evaluate = dspy.Evaluate(devset=test, metric=as_metric(reward), num_threads=4, display_progress=False)
-print(f"held-out accuracy: baseline {evaluate(sentiment.build_program()).score:.1f}%  "
-      f"optimized {evaluate(optimized).score:.1f}%")
+# run_rollouts is dspyrl's evaluator: concurrent, and a failed LM call or unparseable reply scores 0 (and is counted)
+# instead of stopping the run.
+def accuracy(program):
+    batch = run_rollouts(program, test, reward, num_threads=4, progress=False)
+    return sum(r.reward.total for r in batch.rollouts) / len(test), batch.failures
+
+
+for name, program in (("baseline", sentiment.build_program()), ("optimized", optimized)):
+    score, failures = accuracy(program)
+    print(f"held-out accuracy {name}: {score:.1%} ({failures} failed runs)")
 optimized.save("runs/openrouter_sentiment/optimized_program.json")
 print("saved runs/openrouter_sentiment/optimized_program.json")

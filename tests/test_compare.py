@@ -199,14 +199,14 @@ def test_cli_compare_then_report_on_the_tiny_model(tiny_model_dir, tmp_path, cap
     tuned.save(str(tmp_path / "tuned.json"))
     out = tmp_path / "ab"
     argv = ["compare", "baseline", str(tmp_path / "tuned.json"), "--model", str(tiny_model_dir), "--split", "all",
-            "--limit", "3", "--max-tokens", "8", "--threads", "3", "--judge", str(tiny_model_dir), "--out", str(out)]
+            "--limit", "2", "--max-tokens", "8", "--threads", "2", "--judge", str(tiny_model_dir), "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["verdict"] in " ".join(printed.split()) or saved["verdict"].split(":")[0] in printed
     assert saved["arms"]["B"]["name"] == "tuned" and saved["settings"]["program"] == "sentiment"
-    assert saved["stats"]["n"] == 3 and saved["settings"]["judge"] == str(tiny_model_dir)
-    assert saved["judge"]["a_wins"] + saved["judge"]["b_wins"] + saved["judge"]["ties"] == 3
+    assert saved["stats"]["n"] == 2 and saved["settings"]["judge"] == str(tiny_model_dir)
+    assert saved["judge"]["a_wins"] + saved["judge"]["b_wins"] + saved["judge"]["ties"] == 2
     first_report = (out / "report.html").read_text()
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0

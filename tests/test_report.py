@@ -120,6 +120,9 @@ def test_bad_run_folders_give_one_line_errors(tmp_path):
     (broken / "comparison.json").write_text(json.dumps({"arms": {}, "stats": {}}))
     with pytest.raises(DataError, match="field 'examples'"):
         write_report(broken)
+    (broken / "comparison.json").write_text(json.dumps({"arms": {}, "stats": {}, "examples": [{"index": 0}]}))
+    with pytest.raises(DataError, match="field 'reward_a': example 0 has no 'reward_a'"):
+        write_report(broken)
 
 
 # ----------------------------------------------------------------------------------------------- headless Chromium

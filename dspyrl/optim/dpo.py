@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dspyrl.errors import ConfigError, DataError
-from dspyrl.optim import training
+from dspyrl.optim import trainer_run, training
 
 PAIRS = "pairs.jsonl"
 _ROLES = ("system", "user", "assistant")
@@ -99,16 +99,17 @@ class DPO(training.LocalWeightsOptimizer):
                     "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
                     "learning_rate": cfg.learning_rate, "beta": cfg.beta, "loss_type": [cfg.loss_type],
                     "max_length": cfg.max_length}
-        callback = training.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
-                                         progress=self.progress, step_callbacks=self.step_callbacks, resume_from=resume_from)
-        with training.quiet_trl():
+        callback = trainer_run.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
+                                            progress=self.progress, step_callbacks=self.step_callbacks,
+                                            resume_from=resume_from)
+        with trainer_run.quiet_trl():
             args = training.make_args(DPOConfig, settings, cfg.trl_args)
             trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                  processing_class=tokenizer,
                                  peft_config=None if start_adapter else training.lora_config(
                                      cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
                                      cfg.modules_to_save))
-            training.train(trainer, run, callback, resume_from)
+            trainer_run.train(trainer, run, callback, resume_from)
             training.save_adapter(trainer.model, run.path / training.ADAPTER)
         return callback.wall_s
 
@@ -137,8 +138,8 @@ def preference_pairs(rollouts, *, min_gap: float = 0.0) -> list[dict]:
         if gap <= min_gap:
             continue
         for chosen in best.calls:
-            rejected = next((c for c in worst.calls if c.predictor == chosen.predictor and c.messages == chosen.messages),
-                            None)
+            rejected = next((c for c in worst.calls
+                             if c.predictor == chosen.predictor and c.messages == chosen.messages), None)
             if rejected is None or not chosen.completion or not rejected.completion:
                 continue
             if chosen.completion == rejected.completion:

@@ -24,29 +24,29 @@ dspyrl.optim.advantages: (r - mean) / (std + 1e-4) per group, unbiased std; `sca
   together in a generation batch, so the G runs are shared by all its predictors. Covered: any number of predictors,
   any control flow between them; a predictor called several times in one run contributes its first call; a run that
   never reached a predictor (or whose LM call failed) gives that row no reward (TRL then gives it no advantage).
-  Completion tokens are the text re-tokenized (the engine returns text), which can differ from the sampled tokens
-  when the model sampled a non-canonical split; the update is then on the canonical tokens of the same text.
+  Completions are generated in-process by a LocalEngine over the trained model (not vLLM). TRL is handed the sampled
+  token ids when the engine reports them (`Generation.token_ids`); otherwise the completion text is re-tokenized,
+  which differs from what was sampled when the model picked a non-canonical split or bytes that do not decode — on
+  the random byte-level test model that alone stops learning, on a real model's mostly valid text it rarely matters.
 
 The adapter is saved as a PEFT folder `<run>/adapter/` (servable with `dspyrl serve --adapter`), and the optimized
 program is the student with every predictor on `local_lm(model, adapter=<run>/adapter)`. Checkpoints and resume: see
-dspyrl.optim.training (safetensors + JSON, no pickle).
+dspyrl.optim.trainer_run (safetensors + JSON, no pickle).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dspy
 
 from dspyrl.errors import ConfigError
-from dspyrl.optim import training
+from dspyrl.optim import trainer_run, training
 from dspyrl.rewards.combine import RewardResult, to_reward_result
 
 ROLLOUT_MODES = ("auto", "predictor", "program")
@@ -140,17 +140,18 @@ class LoraGRPO(training.LocalWeightsOptimizer):
             # rows of one example must share a generation batch (program mode); the order was shuffled above
             "shuffle_dataset": mode != "program",
         }
-        callback = training.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
-                                         progress=self.progress, step_callbacks=self.step_callbacks, resume_from=resume_from,
-                                         extra_metrics=(rollout_func or reward_func).pop_metrics)
-        with training.quiet_trl():
+        callback = trainer_run.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
+                                            progress=self.progress, step_callbacks=self.step_callbacks,
+                                            resume_from=resume_from,
+                                            extra_metrics=(rollout_func or reward_func).pop_metrics)
+        with trainer_run.quiet_trl():
             args = training.make_args(GRPOConfig, settings, cfg.trl_args)
             trainer = GRPOTrainer(
                 model=model, reward_funcs=reward_func, args=args, train_dataset=Dataset.from_list(rows),
                 processing_class=tokenizer, rollout_func=rollout_func,
                 peft_config=None if start_adapter else training.lora_config(
                     cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, cfg.modules_to_save))
-            training.train(trainer, run, callback, resume_from)
+            trainer_run.train(trainer, run, callback, resume_from)
             training.save_adapter(trainer.model, run.path / training.ADAPTER)
         return callback.wall_s
 
@@ -194,7 +195,8 @@ class PredictorReward:
             return to_reward_result(self.reward(self.examples[index], dspy.Prediction(**outputs), None),
                                     failure_score=self.failure_reward)
         except Exception as err:
-            return RewardResult(self.failure_reward, feedback=f"reward failed: {type(err).__name__}: {err}", failed=True)
+            return RewardResult(self.failure_reward, feedback=f"reward failed: {type(err).__name__}: {err}",
+                                failed=True)
 
     def pop_metrics(self) -> dict:
         """Failure rate and mean reward components of the completions scored since the last call."""

@@ -1,4 +1,4 @@
-"""The prompts → weights → prompts schedule: alternate the prompt policy and the LoRA weights (BetterTogether-style).
+"""The prompts → weights → prompts schedule: alternate prompt policy and LoRA weights (BetterTogether-style).
 
     optimized = Schedule(reward, "prompts,lora,prompts", lm=local_lm("smollm2"), run_dir="runs/ptw",
                          prompts=GRPOConfig(max_metric_calls=200), lora=LoraGRPOConfig(steps=40)
@@ -17,7 +17,8 @@ a checkpoint: a finished phase returns its result without work, the interrupted 
 later ones start fresh; so a schedule is resumable at any phase.
 
 The result is the phase output that scored best on the valset (the starting program included, ties to the later
-phase), as BetterTogether keeps the best of its strategies; `schedule.phases_done` tells each phase's score.
+phase), as BetterTogether keeps the best of its strategies; without a valset, the last phase's output.
+`schedule.phases_done` tells each phase's scores; the result's LM is the one it was scored on.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def parse_phases(phases) -> list[Phase]:
         elif isinstance(item, (tuple, list)) and len(item) == 2:
             phase = Phase(str(item[0]), dict(item[1]))
         else:
-            raise ConfigError(f"cannot read schedule phase {item!r}", hint="use 'prompts', 'lora', 'dpo' or (kind, settings)")
+            raise ConfigError(f"cannot read schedule phase {item!r}",
+                              hint="use 'prompts', 'lora', 'dpo' or (kind, settings)")
         if phase.kind not in PHASE_KINDS:
             raise ConfigError(f"unknown schedule phase '{phase.kind}'", hint=f"phases are: {', '.join(PHASE_KINDS)}")
         parsed.append(phase)
@@ -78,7 +80,8 @@ class Schedule(Teleprompter):
 
         self.reward = reward
         self.phases = parse_phases(phases)
-        self.configs = {"prompts": prompts or GRPOConfig(), "lora": lora or LoraGRPOConfig(), "dpo": dpo or LoraDPOConfig()}
+        self.configs = {"prompts": prompts or GRPOConfig(), "lora": lora or LoraGRPOConfig(),
+                        "dpo": dpo or LoraDPOConfig()}
         self.lm, self.reflection_lm, self.adapter = lm, reflection_lm, adapter
         self.run_dir, self.resume, self.progress = run_dir, resume, progress
         self.step_callbacks = list(callbacks)  # not `callbacks`: DSPy calls on_compile_* on a teleprompter's
@@ -88,10 +91,12 @@ class Schedule(Teleprompter):
         run = RunFolder(self.run_dir or tempfile.mkdtemp(prefix="dspyrl-schedule-"), resume=self.resume)
         kinds = [p.kind for p in self.phases]
         if self.resume and run.read_config().get("phases") != kinds:
-            raise ConfigError(f"cannot resume {run.path}: it ran the schedule {run.read_config().get('phases')}, not {kinds}")
+            raise ConfigError(f"cannot resume {run.path}: it ran the schedule {run.read_config().get('phases')}, "
+                              f"not {kinds}")
         if not self.resume:
             run.write_config({"optimizer": "dspyrl.Schedule", "phases": kinds,
-                              "settings": [{**_config_json(self.configs[p.kind]), **p.settings} for p in self.phases]})
+                              "settings": [{**dataclasses.asdict(self.configs[p.kind]), **p.settings}
+                                           for p in self.phases]})
             run.save_checkpoint({"phases": kinds, "done": []})
         # Programs travel between phases without predictor LMs and the LM beside them, so each phase's rollouts run
         # on the LM it is given (with its temperature and rollout ids); the result gets its LM attached at the end.
@@ -115,7 +120,7 @@ class Schedule(Teleprompter):
             run.save_checkpoint({"phases": kinds, "done": self.phases_done})
             run.log_metrics({"step": index, "phase": phase.kind, "val_before": before, "val_after": after})
         best_val, best_phase = None, len(self.phases)
-        if candidates:
+        if valset and candidates:  # without a valset the phases' scores are not comparable: keep the last output
             best_val, best_phase, program, lm = max(candidates, key=lambda c: (c[0], c[1]))  # ties: the later phase
         if lm is not start_lm or any(p.lm is not None for _, p in student.named_predictors()):
             program.set_lm(lm)  # the adapted model (or the student's own LMs) travel with the result
@@ -145,7 +150,3 @@ class Schedule(Teleprompter):
             optimizer = DPO(self.reward, config, lm=lm, adapter=self.adapter, **common)
         optimized = optimizer.compile(program, trainset=trainset, valset=valset)
         return optimizer.result.val_before, optimized, optimizer.result.val_after
-
-
-def _config_json(config) -> dict:
-    return dataclasses.asdict(config)

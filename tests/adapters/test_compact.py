@@ -60,7 +60,8 @@ def test_prompt_is_short_plain_text_with_demos_as_pairs():
     messages = adapter.format(Sentiment, [{"review": "great film", "sentiment": "positive"}], {"review": "dull plot"})
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     system = messages[0]["content"]
-    assert "Classify the sentiment of the review." in system and "sentiment: positive or negative" in system
+    assert "Classify the sentiment of the review." in system and "The sentiment is one of: positive or negative." in system
+    assert system.endswith("Reply with one line:\nsentiment: <sentiment>")  # labels not on the line a model copies
     assert "[[ ##" not in system and len(system) < 200
     assert messages[1]["content"] == "review: great film" and messages[2]["content"] == "sentiment: positive"
     assert messages[3]["content"] == "review: dull plot"
@@ -132,4 +133,4 @@ def test_on_a_real_local_model_the_prompt_reaches_the_model_and_failures_are_typ
             assert "CompactAdapter" in str(err)
     sent = lm.history[-1]["messages"]
     assert sent[-1] == {"role": "user", "content": "review: great film"}
-    assert "sentiment: positive or negative" in sent[0]["content"]
+    assert "sentiment: <sentiment>" in sent[0]["content"]

@@ -1,0 +1,288 @@
+"""A TRL trainer's run folder: per-step metrics, rich progress, checkpoints without pickle, and resume.
+
+Checkpoints. transformers' own checkpoints hold `optimizer.pt`, `scheduler.pt`, `rng_state.pth` and
+`training_args.bin`, all written with torch.save (pickle). The repo rule is no pickle, so `save_strategy` stays "no" and
+we write our own checkpoint folder in the same layout transformers resumes from, minus the pickles:
+    checkpoints/step-000010/  adapter_model.safetensors + adapter_config.json  (PEFT)
+                              trainer_state.json                              (transformers, JSON)
+                              optimizer.safetensors + optimizer.json          (tensors / everything else)
+                              scheduler.json, rng.safetensors, rng.json
+`trainer.train(resume_from_checkpoint=folder)` then restores the adapter, the step and the data position (it skips
+the batches already seen); it finds no optimizer.pt or rng_state.pth, so `RunCallback` restores the optimizer and
+scheduler at `on_train_begin` and the RNG right before the first resumed step. The run folder's checkpoint.json points
+at the newest folder and is replaced atomically, so a crash leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dspyrl.errors import ConfigError
+from dspyrl.runs import RunFolder
+
+CHECKPOINTS = "checkpoints"
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(folder: Path, model, optimizer, scheduler, state) -> None:
+    """One resumable checkpoint folder (layout in the module docstring); no pickle."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    state.save_to_json(str(folder / "trainer_state.json"))
+    tensors, rest = {}, {}
+    optimizer_state = optimizer.state_dict()
+    for index, values in optimizer_state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                rest.setdefault(str(index), {})[key] = value
+    save_file(tensors, str(folder / "optimizer.safetensors"))
+    _write_json(folder / "optimizer.json", {"param_groups": optimizer_state["param_groups"], "state": rest})
+    if scheduler is not None:
+        _write_json(folder / "scheduler.json", scheduler.state_dict())
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(rng, str(folder / "rng.safetensors"))
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    _write_json(folder / "rng.json", {"python": [version, list(internal), gauss],
+                                      "numpy": [kind, keys.tolist(), position, has_gauss, cached]})
+
+
+def restore_optimizer(folder: Path, optimizer, scheduler) -> None:
+    from safetensors.torch import load_file
+
+    saved = json.loads((folder / "optimizer.json").read_text())
+    state: dict[int, dict] = {}
+    for name, tensor in load_file(str(folder / "optimizer.safetensors")).items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    for index, values in saved["state"].items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    if scheduler is not None and (folder / "scheduler.json").exists():
+        scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
+
+
+def restore_rng(folder: Path) -> None:
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / "rng.safetensors"))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    saved = json.loads((folder / "rng.json").read_text())
+    version, internal, gauss = saved["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = saved["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+
+
+def _fsync_files(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "item"):  # 0-d tensors / numpy scalars
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} into a checkpoint")
+
+
+# ----------------------------------------------------------------------------------------------- the callback
+# TRL's log keys → the names the prompt policy's metrics use, so one report reads both.
+_RENAMES = {"reward": "reward_mean", "frac_reward_zero_std": "frac_zero_std", "rewards/margins": "reward_margin",
+            "rewards/accuracies": "reward_accuracy"}
+
+
+class RunCallback:
+    """metrics.jsonl + rich progress + pickle-free checkpoints + our step callbacks, from TRL's per-step logs.
+
+    Built as a transformers.TrainerCallback subclass at run time (see `run_callback`) so transformers is imported
+    only when training.
+    """
+
+    def __init__(self, run: RunFolder, *, kind: str, total_steps: int, save_every: int, progress: bool,
+                 step_callbacks=(), resume_from: Path | None = None, extra_metrics=None):
+        self.run, self.kind, self.total_steps, self.save_every = run, kind, total_steps, save_every
+        self.step_callbacks = list(step_callbacks)
+        self.resume_from = resume_from
+        self.extra_metrics = extra_metrics  # () -> dict merged into each step's metrics (e.g. reward components)
+        self.started = time.perf_counter()
+        self.wall_before = 0.0  # training time of the run before a resume
+        self.last_step = 0
+        self._restore_rng = resume_from is not None
+        self._progress = _StepProgress(kind, total_steps) if progress else None
+
+    @property
+    def wall_s(self) -> float:
+        """Training seconds of the whole run, across resumes."""
+        return self.wall_before + time.perf_counter() - self.started
+
+    # transformers events -------------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        self.started = time.perf_counter()
+        if self.resume_from is not None:
+            restore_optimizer(self.resume_from, optimizer, lr_scheduler)
+            self.wall_before = float(self.run.load_checkpoint().get("wall_s", 0.0))
+        if self._progress:
+            self._progress.start(state.global_step)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self._restore_rng:  # after transformers skipped the seen batches: the next draw is the one it would be
+            restore_rng(self.resume_from)
+            self._restore_rng = False
+
+    def on_log(self, args, state, control, logs=None, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        logs = dict(logs or {})
+        if "loss" not in logs or state.global_step <= self.last_step:
+            return  # the end-of-training summary, or a repeated log of the same step
+        self.last_step = state.global_step
+        metrics = {"step": state.global_step, "phase": self.kind}
+        for key, value in logs.items():
+            metrics[_RENAMES.get(key, key)] = value
+        if self.extra_metrics:
+            metrics.update(self.extra_metrics())
+        metrics["wall_s"] = self.wall_s
+        self.run.log_metrics(metrics)
+        if self.save_every and (state.global_step % self.save_every == 0 or state.global_step >= self.total_steps):
+            self.checkpoint(state, model, optimizer, lr_scheduler, metrics["wall_s"])
+        if self._progress:
+            self._progress.update(metrics)
+        for callback in self.step_callbacks:
+            callback.on_step_end(metrics)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the progress line (also when training raised)."""
+        if self._progress:
+            self._progress.stop()
+
+    # checkpoints ---------------------------------------------------------------------------------------------
+    def checkpoint(self, state, model, optimizer, scheduler, wall_s: float) -> None:
+        folder = self.run.path / CHECKPOINTS / f"step-{state.global_step:06d}"
+        shutil.rmtree(folder, ignore_errors=True)
+        save_checkpoint(folder, model, optimizer, scheduler, state)
+        _fsync_files(folder)  # on disk before the pointer moves to it
+        self.run.save_checkpoint({"kind": self.kind, "step": state.global_step, "done": False, "wall_s": wall_s,
+                                  "dir": str(folder.relative_to(self.run.path))})
+        for old in (self.run.path / CHECKPOINTS).iterdir():  # the pointer moved: older folders are not needed
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def run_callback(*args, **kwargs):
+    """A RunCallback that is also a transformers.TrainerCallback."""
+    from transformers import TrainerCallback
+
+    cls = type("DspyrlRunCallback", (RunCallback, TrainerCallback), {})
+    return cls(*args, **kwargs)
+
+
+def resume_point(run: RunFolder) -> tuple[dict, Path | None]:
+    """The run's checkpoint record and, when it is mid-training, the folder to resume from."""
+    record = run.load_checkpoint() or {}
+    if record.get("done") or not record.get("dir"):
+        return record, None
+    folder = run.path / record["dir"]
+    if not (folder / "trainer_state.json").exists():
+        raise ConfigError(f"cannot resume {run.path}: checkpoint folder {folder} is missing or incomplete",
+                          hint="start the run again without --resume")
+    return record, folder
+
+
+def quiet(trainer) -> None:
+    """Drop transformers' stdout printer and tqdm bar: RunCallback shows progress instead."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def train(trainer, run: RunFolder, callback: RunCallback, resume_from: Path | None) -> None:
+    """Train (resuming from `resume_from` when given); metrics after the checkpoint are dropped first."""
+    if resume_from is not None:
+        step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
+        run.truncate_metrics(step)
+        callback.last_step = step
+    trainer.add_callback(callback)
+    quiet(trainer)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    finally:
+        callback.close()
+
+
+@contextlib.contextmanager
+def quiet_trl():
+    """Around building and running a TRL trainer: transformers 5 deprecation renames inside TRL, TRL's "experimental"
+    note on rollout_func and datasets' tokenizing bars are noise for our users (not theirs to fix)."""
+    import datasets
+
+    bars_were_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*rollout_func.*experimental.*")
+            yield
+    finally:
+        if not bars_were_off:
+            datasets.enable_progress_bars()
+
+
+class _StepProgress:
+    """One rich progress line: step k/N, reward, KL, loss, elapsed."""
+
+    def __init__(self, kind: str, total: int):
+        self.kind, self.total = kind, total
+        self._progress = self._task = None
+
+    def start(self, done: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn(f"[bold]{self.kind}[/bold] step"), MofNCompleteColumn(), BarColumn(),
+                                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+        self._progress.start()
+        self._task = self._progress.add_task(self.kind, total=self.total, completed=done, info="")
+
+    def update(self, metrics: dict) -> None:
+        if self._progress is None:
+            return
+        parts = []
+        for label, key in (("reward", "reward_mean"), ("KL", "kl"), ("loss", "loss"), ("margin", "reward_margin")):
+            if isinstance(metrics.get(key), (int, float)):
+                parts.append(f"{label} {metrics[key]:.4g}")
+        self._progress.update(self._task, completed=metrics["step"], info="  ".join(parts))
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
