@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import statistics
 import sys
@@ -82,9 +81,6 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    # Until the rollout recorder reads lm15 Responses (what a guided_choice Request returns), its token count skips
-    # those calls and logs a warning per call; the accuracy and failure counts here do not depend on it.
-    logging.getLogger("dspy.utils.callback").setLevel(logging.ERROR)
     console = Console(width=120)
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)  # measure the model, not a cache
     with console.status(f"loading {args.model}…"):

@@ -202,7 +202,8 @@ class _CallRecorder(BaseCallback):
             lm = self._lms.pop(call_id, None)
             self.lm_calls += 1
         if exception is None and outputs:
-            first = outputs[0]
+            # A canonical Request call (ChoiceAdapter's guided_choice) returns one lm15 Response, not a list.
+            first = outputs.text if hasattr(outputs, "message") else outputs[0]
             text = first.get("text") if isinstance(first, dict) else first
             frame = self._current()
             if frame is not None:
