@@ -55,3 +55,10 @@ def test_custom_program_example(tmp_path, tiny_model_dir):
     out = run_example("custom_program.py", tmp_path, {"DSPYRL_MODEL": str(tiny_model_dir), "DSPYRL_BUDGET": "30"})
     assert "held-out reward" in out and "judge:" in out
     assert (tmp_path / "runs/custom_headlines/metrics.jsonl").is_file()
+
+
+def test_local_lora_grpo_example(tmp_path, tiny_model_dir):
+    out = run_example("local_lora_grpo.py", tmp_path, {
+        "DSPYRL_MODEL": str(tiny_model_dir), "DSPYRL_STEPS": "2", "DSPYRL_TRAIN_HEAD": "1"})
+    assert "val reward: before" in out and "served adapter says:" in out
+    assert (tmp_path / "runs/lora_math/adapter/adapter_config.json").is_file()
