@@ -1,17 +1,25 @@
 """LoRA GRPO on the embedded SmolLM2-135M-Instruct, on CPU: does the reward move, and what do we cost over raw TRL?
 
 (a) curve:    `dspyrl.LoraGRPO` on the `math_xml` program (XML format 0.2 + correct answer 0.8, one worked example as a
-              demo) for --steps steps; the held-out test split is scored greedily before and after, the per-step
-              training reward is printed and drawn to a PNG.
+              demo) for --steps steps; the held-out test split is scored before and after (greedy, and 2 samples per
+              row at the training temperature), the per-step training reward is printed and drawn to a PNG.
 (b) overhead: the same TRL GRPOConfig + LoRA config on the same model and the same prompts, run by a raw TRL script
               and by dspyrl.LoraGRPO, each in its own process (so peak RSS is each one's own), alternating
               --rounds times; prints step time and peak memory as ours / raw ratios.
 
-    .venv/bin/python benchmarks/lora_grpo.py                         # both (~15 min on 2 shared CPU threads)
-    .venv/bin/python benchmarks/lora_grpo.py --part curve --steps 40 --lr 5e-4 --torch-threads 1
+The prompts are the program's predictor formatted by a DSPy adapter. The default is dspyrl's CompactAdapter: with
+DSPy's ChatAdapter (`[[ ## field ## ]]` markers, a ~300-token prompt) SmolLM2 sampled at temperature 1.0 wrote no
+parseable reply in the first steps we ran (failure rate 1.0, reward 0 for every sample: GRPO has no signal), while
+with the compact layout it imitates the demo's `<reasoning>…</reasoning><answer>…</answer>` often enough to learn
+from — the prompts-first lesson of DESIGN.md, with the adapter as the prompt-side choice.
+
+    .venv/bin/python benchmarks/lora_grpo.py --torch-threads 1             # both (~15 min on 2 idle CPU threads)
+    .venv/bin/python benchmarks/lora_grpo.py --part curve --steps 40 --lr 5e-4
     .venv/bin/python benchmarks/lora_grpo.py --part overhead --overhead-steps 8 --rounds 2
 
-Timings on a shared machine move with the neighbours' load; (b) alternates the two so drift hits both.
+Timings on a shared machine move with the neighbours' load (the run prints the load average); (b) alternates the two
+so drift hits both. On an oversubscribed machine, --torch-threads 1 is much faster than torch's default (OpenMP
+threads wait on each other at every matmul when the cores are taken).
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "curve", "overhead"), default="all")
     parser.add_argument("--steps", type=int, default=40, help="(a) training steps (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=5e-4, help="(a) learning rate (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="(a) sampling temperature (default: %(default)s)")
+    parser.add_argument("--adapter", choices=("compact", "chat"), default="compact",
+                        help="DSPy adapter that formats the prompts (default: %(default)s; see the module docstring)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch CPU threads in every process (default: torch's; 1 is faster on a loaded machine)")
     parser.add_argument("--overhead-steps", type=int, default=8, help="(b) steps per timed run (default: %(default)s)")
@@ -62,72 +73,84 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "curve"):
-        curve(args.steps, args.lr, out)
+        curve(args.steps, args.lr, args.temperature, args.adapter, out)
     if args.part in ("all", "overhead"):
-        overhead(args.overhead_steps, args.rounds, out)
+        overhead(args.overhead_steps, args.rounds, args.temperature, args.adapter, out)
 
 
 # ----------------------------------------------------------------------------------------------- (a) the curve
-def curve(steps: int, lr: float, out: Path) -> dict:
-    import dspy
+def curve(steps: int, lr: float, temperature: float, adapter_name: str, out: Path) -> dict:
     from rich.console import Console
     from rich.table import Table
 
     from dspyrl.data import split_examples
     from dspyrl.lm import local_lm
     from dspyrl.optim.lora import LoraGRPO
+    from dspyrl.optim.training import program_lm, without_lms
     from dspyrl.rollout import run_rollouts
     from programs import math_xml
 
     console = Console()
-    train, val, test = split_examples(math_xml.load_examples(), seed=0)
+    train, _, test = split_examples(math_xml.load_examples(), seed=0)
     reward, program = math_xml.build_reward(), math_xml.build_program()
+    adapter = _adapter(adapter_name)
     lm = local_lm("smollm2", max_tokens=TRL["max_completion_length"])
 
-    def score(prog, prog_lm) -> dict:
-        batch = run_rollouts(prog, test, reward, lm=prog_lm, num_threads=4, progress=False)
-        return {"reward": batch.mean_reward(), **batch.component_means(), "failures": batch.failures,
-                "n": len(batch.rollouts), "wall_s": round(batch.wall_s, 1)}
+    def score(prog) -> dict:
+        """Held-out test split: one greedy run per row, and 2 runs per row at the training temperature."""
+        prog_lm, prog = program_lm(prog), without_lms(prog)  # so run_rollouts' temperature reaches the LM
+        rows = {}
+        for name, group, temp in (("greedy", 1, 0.0), ("sampled", 2, temperature)):
+            batch = run_rollouts(prog, test, reward, group_size=group, lm=prog_lm, adapter=adapter, num_threads=4,
+                                 progress=False, temperature=temp, cache=False)
+            rows[name] = {"reward": batch.mean_reward(), **batch.component_means(), "failures": batch.failures,
+                          "n": len(batch.rollouts), "wall_s": round(batch.wall_s, 1)}
+        return rows
 
     run_dir = out / f"curve-{time.strftime('%Y%m%d-%H%M%S')}"
-    console.print(f"[bold](a)[/bold] LoRA GRPO on SmolLM2 / math_xml: {len(train)} train, {len(val)} val, "
-                  f"{len(test)} test rows, {steps} steps, lr {lr}, run folder {run_dir}")
-    before = score(program, lm)
+    console.print(f"[bold](a)[/bold] LoRA GRPO on SmolLM2 / math_xml ({adapter_name} adapter, temperature "
+                  f"{temperature}): {len(train)} train / {len(test)} test rows, {steps} steps, lr {lr}, "
+                  f"{_threads()} torch thread(s), run folder {run_dir}")
     started = time.perf_counter()
-    optimizer = LoraGRPO(reward, lm=lm, run_dir=run_dir, steps=steps, num_generations=TRL["num_generations"],
-                         prompts_per_step=1, learning_rate=lr, beta=TRL["beta"],
-                         max_completion_length=TRL["max_completion_length"], lora_r=LORA["r"],
-                         lora_alpha=LORA["lora_alpha"], save_every=10, seed=0)
-    optimized = optimizer.compile(program, trainset=train, valset=val)
-    compile_s = time.perf_counter() - started
-    after = score(optimized, next(p.lm for _, p in optimized.named_predictors()))
+    program.set_lm(lm)
+    before = score(program)
+    optimizer = LoraGRPO(reward, lm=lm, adapter=adapter, run_dir=run_dir, steps=steps,
+                         num_generations=TRL["num_generations"], prompts_per_step=1, learning_rate=lr,
+                         beta=TRL["beta"], temperature=temperature, max_completion_length=TRL["max_completion_length"],
+                         lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"], save_every=10, seed=0)
+    optimized = optimizer.compile(program, trainset=train)
+    after = score(optimized)
+    total_s = time.perf_counter() - started
 
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rewards = [m["reward_mean"] for m in metrics]
-    table = Table(title="training reward (mean of the 4 samples of each step; 10-step windows)")
-    for column in ("steps", "reward", "format", "correct", "frac_zero_std", "s/step"):
+    table = Table(title=f"training reward (mean of the {TRL['num_generations']} samples of each step), 10-step windows")
+    for column in ("steps", "reward", "format", "correct", "unparseable", "frac_zero_std", "s/step"):
         table.add_column(column, justify="right")
-    for start in range(0, len(metrics), 10):
-        window = metrics[start:start + 10]
+    for first in range(0, len(metrics), 10):
+        window = metrics[first:first + 10]
         comp = [m.get("reward_components", {}) for m in window]
-        table.add_row(f"{start + 1}-{start + len(window)}", f"{_mean(m['reward_mean'] for m in window):.3f}",
+        table.add_row(f"{first + 1}-{first + len(window)}", f"{_mean(m['reward_mean'] for m in window):.3f}",
                       f"{_mean(c.get('format', 0) for c in comp):.3f}", f"{_mean(c.get('correct', 0) for c in comp):.3f}",
+                      f"{_mean(m.get('failure_rate', 0) for m in window):.2f}",
                       f"{_mean(m.get('frac_zero_std', 0) for m in window):.2f}",
                       f"{_mean(m.get('step_time', 0) for m in window):.1f}")
     console.print(table)
-    result = {"steps": steps, "lr": lr, "torch_threads": _threads(), "test_before": before, "test_after": after, "val_before": optimizer.result.val_before,
-              "val_after": optimizer.result.val_after, "train_wall_s": round(optimizer.result.train_wall_s, 1),
-              "compile_wall_s": round(compile_s, 1), "reward_curve": rewards, "run_dir": str(run_dir)}
-    summary = Table(title="held-out test split (greedy), SmolLM2 + math_xml")
-    for column in ("", "reward", "format", "correct", "parse failures"):
+    summary = Table(title="held-out test split, SmolLM2 + math_xml")
+    for column in ("", "decoding", "reward", "format", "correct", "unparseable"):
         summary.add_column(column, justify="right")
-    for name, row in (("before", before), ("after LoRA GRPO", after)):
-        summary.add_row(name, f"{row['reward']:.3f}", f"{row.get('format', 0):.3f}", f"{row.get('correct', 0):.3f}",
-                        f"{row['failures']}/{row['n']}")
+    for name, rows in (("before", before), ("after LoRA GRPO", after)):
+        for decoding, row in rows.items():
+            summary.add_row(name, decoding if decoding == "greedy" else f"T={temperature} ×2", f"{row['reward']:.3f}",
+                            f"{row.get('format', 0):.3f}", f"{row.get('correct', 0):.3f}",
+                            f"{row['failures']}/{row['n']}")
     console.print(summary)
-    console.print(f"valset reward {optimizer.result.val_before:.3f} → {optimizer.result.val_after:.3f}; training "
-                  f"{result['train_wall_s']:.0f} s for {steps} steps (compile incl. valset scoring "
-                  f"{result['compile_wall_s']:.0f} s)")
+    result = {"steps": steps, "lr": lr, "temperature": temperature, "adapter": adapter_name,
+              "torch_threads": _threads(), "test_before": before, "test_after": after,
+              "train_wall_s": round(optimizer.result.train_wall_s, 1), "total_wall_s": round(total_s, 1),
+              "reward_curve": rewards, "run_dir": str(run_dir), "load_average": os.getloadavg()}
+    console.print(f"training {result['train_wall_s']:.0f} s for {steps} steps; whole run (scoring before and after "
+                  f"included) {total_s:.0f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     png = out / "lora_grpo_curve.png"
     _plot(rewards, metrics, png)
     result["png"] = str(png)
@@ -160,8 +183,7 @@ def _plot(rewards: list[float], metrics: list[dict], png: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- (b) overhead
-def overhead(steps: int, rounds: int, out: Path) -> dict:
-    import dspy
+def overhead(steps: int, rounds: int, temperature: float, adapter_name: str, out: Path) -> dict:
     from rich.console import Console
     from rich.table import Table
 
@@ -174,9 +196,9 @@ def overhead(steps: int, rounds: int, out: Path) -> dict:
     train, _, _ = split_examples(math_xml.load_examples(), seed=0)
     program = math_xml.build_program()
     predictor = next(p for _, p in program.named_predictors())
-    job = {"model_dir": str(resolve_model_path("smollm2")), "steps": steps, "trl": TRL, "lora": LORA,
-           "prompts": [predictor_messages(predictor, dspy.ChatAdapter(), ex) for ex in train],
-           "answers": [ex.answer for ex in train]}
+    job = {"model_dir": str(resolve_model_path("smollm2")), "steps": steps, "trl": {**TRL, "temperature": temperature},
+           "lora": LORA, "adapter": adapter_name, "answers": [ex.answer for ex in train],
+           "prompts": [predictor_messages(predictor, _adapter(adapter_name), ex) for ex in train]}
     job_file = out / "overhead_job.json"
     job_file.write_text(json.dumps(job))
     console.print(f"[bold](b)[/bold] step time and peak memory, raw TRL vs dspyrl.LoraGRPO: {steps} steps each, "
@@ -254,7 +276,10 @@ def _raw_trl(job: dict) -> list[dict]:
         scores = []
         for completion, gold in zip(completions, answer):
             text = completion[-1]["content"]
-            found = re.search(r"\[\[ ## response ## \]\]\s*(.*?)\s*(?:\[\[ ## completed ## \]\]|$)", text, re.DOTALL)
+            if job["adapter"] == "chat":
+                found = re.search(r"\[\[ ## response ## \]\]\s*(.*?)\s*(?:\[\[ ## completed ## \]\]|$)", text, re.DOTALL)
+            else:
+                found = re.search(r"response:\s*(.*)", text, re.DOTALL | re.IGNORECASE)
             body = found.group(1) if found else ""
             tags = [re.search(rf"<{t}>(.+?)</{t}>", body, re.DOTALL) for t in ("reasoning", "answer")]
             fmt = sum(1 for t in tags if t and t.group(1).strip()) / 2 if found else 0.0
@@ -282,7 +307,7 @@ def _ours(job: dict) -> list[dict]:
     train, _, _ = split_examples(math_xml.load_examples(), seed=0)
     trl = job["trl"]
     optimizer = LoraGRPO(math_xml.build_reward(), lm=local_lm(job["model_dir"], max_tokens=trl["max_completion_length"]),
-                         run_dir=job["run_dir"], steps=job["steps"], num_generations=trl["num_generations"],
+                         adapter=_adapter(job["adapter"]), run_dir=job["run_dir"], steps=job["steps"], num_generations=trl["num_generations"],
                          prompts_per_step=trl["per_device_train_batch_size"] // trl["num_generations"],
                          learning_rate=trl["learning_rate"], beta=trl["beta"], epsilon=trl["epsilon"],
                          loss_type=trl["loss_type"], scale_rewards=trl["scale_rewards"], temperature=trl["temperature"],
@@ -291,6 +316,14 @@ def _ours(job: dict) -> list[dict]:
                          target_modules=job["lora"]["target_modules"], seed=trl["seed"], progress=False)
     optimizer.compile(math_xml.build_program(), trainset=train)
     return [json.loads(line) for line in (Path(job["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _adapter(name: str):
+    import dspy
+
+    from dspyrl.adapters import CompactAdapter
+
+    return CompactAdapter() if name == "compact" else dspy.ChatAdapter()
 
 
 def _threads() -> int:

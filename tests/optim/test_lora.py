@@ -242,6 +242,22 @@ def test_cli_finetune_refuses_a_hosted_model(capsys):
     assert err.startswith("dspyrl finetune: error:") and "hosted model" in err and "\n" not in err
 
 
+def test_cli_finetune_writes_a_run_with_a_servable_adapter(tiny_model_dir, tmp_path, capsys):
+    from dspyrl.cli import main
+
+    out = tmp_path / "run"
+    code = main(["finetune", "sentiment", "--model", str(tiny_model_dir), "--steps", "2", "--max-tokens", "8",
+                 "--num-generations", "2", "--threads", "2", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "grpo" and summary["steps"] == 2 and summary["rollout"] == "predictor"
+    assert {"score", "n", "failures"} <= set(summary["test_before"]) and summary["test_after"]["n"] == 14
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "program.json").is_file()
+    assert [m["step"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+    printed = capsys.readouterr().out
+    assert "LoRA GRPO" in printed and f"--adapter {out / 'adapter'}" in printed.replace("\n", "")
+
+
 @pytest.mark.slow
 def test_smollm2_lora_grpo_two_steps_end_to_end(tmp_path):
     """The real embedded model: two steps of math_xml, the adapter saved, the program answering with it."""
