@@ -203,6 +203,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature for both arms (default: 0)")
     p.add_argument("--max-tokens", type=int, default=128, help="completion limit (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="call the models even for answers DSPy has cached (cached calls count no tokens or latency)")
     p.set_defaults(handler=_run_compare)
 
 
@@ -211,7 +213,7 @@ def _run_compare(args) -> int:
 
     compare_specs(args.a, args.b, program=args.program, data=args.data, split=args.split, model=args.model,
                   judge=args.judge, out=args.out, limit=args.limit, max_tokens=args.max_tokens,
-                  num_threads=args.threads, temperature=args.temperature, seed=args.seed)
+                  num_threads=args.threads, temperature=args.temperature, seed=args.seed, cache=not args.no_cache)
     return 0
 
 

@@ -289,14 +289,19 @@ def _cost_table(cost: dict) -> str:
         rows.append([arm, c.get("lm_calls"), c.get("prompt_tokens"), c.get("completion_tokens"),
                      c.get("cost") if c.get("cost") is not None else "unknown", c.get("latency_p50_s"),
                      c.get("latency_p95_s"), c.get("error_rate"), c.get("parse_failure_rate"), c.get("wall_s")])
-    return _table(header, rows)
+    return _table(header, rows) + ('<p class="muted">Answers served from DSPy&#x27;s cache count no tokens and almost '
+                                   "no latency; compare with --no-cache for cost and latency figures.</p>")
 
 
 def _most_different(examples: list[dict], names: tuple[str, str]) -> str:
-    ranked = sorted(examples, key=lambda row: (-abs(row["reward_b"] - row["reward_a"]), row["index"]))
-    shown = [row for row in ranked if row["reward_b"] != row["reward_a"]][:MOST_DIFFERENT]
+    # score differences first; then equal scores from different outputs (a parse failure vs a wrong answer, say)
+    def differs(row) -> bool:
+        return (row.get("output_a"), row.get("raw_a")) != (row.get("output_b"), row.get("raw_b"))
+
+    ranked = sorted(examples, key=lambda row: (-abs(row["reward_b"] - row["reward_a"]), not differs(row), row["index"]))
+    shown = [row for row in ranked if row["reward_b"] != row["reward_a"] or differs(row)][:MOST_DIFFERENT]
     if not shown:
-        return '<p class="muted">Both arms scored every example the same.</p>'
+        return '<p class="muted">Both arms gave the same output on every example.</p>'
     blocks = []
     for row in shown:
         better_a = ' class="better"' if row["reward_a"] > row["reward_b"] else ""

@@ -69,6 +69,19 @@ def test_comparison_report_is_self_contained_escaped_and_has_both_plots(tmp_path
     assert "judge inconsistency" in text and "parse-failure rate" in text
 
 
+def test_equal_scores_from_different_outputs_are_shown_with_what_the_model_wrote(tmp_path):
+    data = make_comparison_folder(tmp_path, n=6)
+    for row in data["examples"]:
+        row["reward_b"], row["output_b"] = row["reward_a"], row["output_a"]
+    failed = data["examples"][3]
+    failed.update(reward_a=0.0, reward_b=0.0, output_a=None, error_a="AdapterParseError: no fields",
+                  raw_a="```python\nprint('positive')```", output_b={"sentiment": "negative"})
+    (tmp_path / "comparison.json").write_text(json.dumps(data))
+    text = write_report(tmp_path).read_text()
+    assert text.count('class="example"') == 1 and "example #3" in text
+    assert "(failed) AdapterParseError: no fields" in text and "print(&#x27;positive&#x27;)" in text
+
+
 def test_report_is_regenerated_from_json_alone(tmp_path):
     make_comparison_folder(tmp_path)
     first = write_report(tmp_path).read_text()
