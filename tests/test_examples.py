@@ -29,7 +29,7 @@ def tiny_server(tiny_model_dir):
 
 def test_openrouter_example_against_our_server(tmp_path, tiny_server, monkeypatch):
     out = run_example("openrouter_prompt_grpo.py", tmp_path, {
-        "DSPYRL_BASE_URL": tiny_server.base_url, "OPENROUTER_MODEL": "tiny", "DSPYRL_BUDGET": "60"})
+        "DSPYRL_BASE_URL": tiny_server.base_url, "OPENROUTER_MODEL": "tiny", "DSPYRL_BUDGET": "40"})
     assert "held-out accuracy" in out
     saved = tmp_path / "runs/openrouter_sentiment/optimized_program.json"
     assert saved.is_file()
