@@ -48,8 +48,8 @@ def resolve_arm(spec: str, *, program_file, model: str = "smollm2", lm_kwargs: d
     """Turn a CLI arm spec into an Arm. In order of precedence, `spec` is
     - 'baseline' or the program file's name: the program as `build_program()` returns it, on `model`;
     - a PEFT adapter folder (has adapter_config.json): the baseline program on `model` + that LoRA adapter;
-    - a run folder (has program.json, optionally an adapter/ folder) or a saved program .json: `build_program()` with
-      that state loaded (DSPy's own `load`), on `model` (+ the run's adapter);
+    - a run folder (has program.json and/or an adapter/ folder) or a saved program .json: `build_program()` with
+      that state loaded (DSPy's own `load`), on `model` (+ the run's LoRA adapter);
     - anything else: a model spec ('smollm2', a local folder, 'openrouter/…', 'openai-compatible:…'), running the
       baseline program — so `compare smollm2 openrouter/x/y` is one program on two LMs.
     `lm_cache` lets both arms share one loaded model when they name the same one."""
@@ -72,12 +72,13 @@ def resolve_arm(spec: str, *, program_file, model: str = "smollm2", lm_kwargs: d
     if path.is_dir() and (path / "adapter_config.json").is_file():
         return Arm(program_file.build_program(), lm_for(model, str(path)), name=path.name,
                    description=f"{program_file.name} program on {model} + LoRA adapter {path}")
-    if path.is_dir() and (path / "program.json").is_file():
-        adapter = path / "adapter"
-        adapter = str(adapter) if (adapter / "adapter_config.json").is_file() else None
-        program = _load_saved_program(program_file, path / "program.json")
+    run_adapter = path / "adapter"
+    if path.is_dir() and ((path / "program.json").is_file() or (run_adapter / "adapter_config.json").is_file()):
+        adapter = str(run_adapter) if (run_adapter / "adapter_config.json").is_file() else None
+        saved = path / "program.json"
+        program = _load_saved_program(program_file, saved) if saved.is_file() else program_file.build_program()
         return Arm(program, lm_for(model, adapter), name=path.name,
-                   description=f"{program_file.name} program from {path / 'program.json'} on {model}"
+                   description=f"{program_file.name} program from {saved if saved.is_file() else 'its file'} on {model}"
                                + (f" + LoRA adapter {adapter}" if adapter else ""))
     if path.suffix == ".json":
         if not path.is_file():
@@ -98,6 +99,8 @@ def _load_saved_program(program_file, path: Path) -> dspy.Module:
     except Exception as err:  # DSPy raises KeyError/ValueError/JSONDecodeError for a state of another program
         raise ConfigError(f"{path} is not a saved state of the '{program_file.name}' program: "
                           f"{type(err).__name__}: {err}", hint="pass the matching --program") from err
+    for predictor in program.predictors():
+        predictor.lm = None  # an LM saved with the program would override the arm's: the arm decides what runs it
     return program
 
 
@@ -332,6 +335,8 @@ class ModelComparator:
 
     def _run_judge(self, batches: dict, rows: list[dict]) -> dict:
         """Ask the judge about every example in both orders (RewardModule.compare swaps the positions)."""
+        from rich.progress import Progress
+
         judge, c = self.judge, self.config
 
         def text(rollout) -> str:
@@ -349,8 +354,6 @@ class ModelComparator:
 
         texts_a = [text(r) for r in batches["A"].rollouts]
         texts_b = [text(r) for r in batches["B"].rollouts]
-        from rich.progress import Progress
-
         with Progress(disable=not c.progress) as progress, ThreadPoolExecutor(max(1, c.judge_threads)) as pool:
             task = progress.add_task("pairwise judge (both orders)", total=len(self.examples))
             futures = [pool.submit(contextvars.copy_context().run, ask, i) for i in range(len(self.examples))]

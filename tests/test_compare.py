@@ -124,12 +124,20 @@ def test_arm_specs_resolve_without_loading_a_model_for_saved_programs(tmp_path):
     cache = {("smollm2", None): lm}  # pre-filled: resolving must reuse it, not load SmolLM2
     saved = sentiment.build_program()
     saved.signature = saved.signature.with_instructions("Reply with one word: positive or negative.")
+    saved.lm = dspy.LM("openai/some-other-model")  # saved with the program; the arm's LM must win
     saved.save(str(tmp_path / "program.json"))
     from_folder = resolve_arm(str(tmp_path), program_file=program_file, lm_cache=cache)
     from_file = resolve_arm(str(tmp_path / "program.json"), program_file=program_file, lm_cache=cache)
     baseline = resolve_arm("baseline", program_file=program_file, lm_cache=cache)
     for arm in (from_folder, from_file):
         assert arm.program.signature.instructions == "Reply with one word: positive or negative." and arm.lm is lm
+        assert arm.program.lm is None
+    lora_run = tmp_path / "lora-run"
+    (lora_run / "adapter").mkdir(parents=True)
+    (lora_run / "adapter" / "adapter_config.json").write_text("{}")
+    cache[("smollm2", str(lora_run / "adapter"))] = lora_lm = DummyLM([])
+    from_lora_run = resolve_arm(str(lora_run), program_file=program_file, lm_cache=cache)
+    assert from_lora_run.lm is lora_lm and "LoRA adapter" in from_lora_run.description
     assert baseline.program.signature.instructions == sentiment.ClassifySentiment.instructions
     with pytest.raises(ConfigError, match="saved program .*missing.json does not exist"):
         resolve_arm(str(tmp_path / "missing.json"), program_file=program_file, lm_cache=cache)
