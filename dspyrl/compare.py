@@ -26,6 +26,7 @@ import dspy
 import numpy as np
 
 from dspyrl.errors import ConfigError, DataError
+from dspyrl.rollout import to_jsonable
 
 if TYPE_CHECKING:  # scipy (through dspyrl.stats) loads only when a comparison runs, keeping `import dspyrl` light
     from dspyrl.stats import PairedStats
@@ -323,11 +324,11 @@ class ModelComparator:
 
     def _example_row(self, i: int, a, b) -> dict:
         example = self.examples[i]
-        row = {"index": i, "inputs": _jsonable(dict(example.inputs().items())),
-               "labels": _jsonable(dict(example.labels().items())), "reward_a": a.reward.total,
+        row = {"index": i, "inputs": to_jsonable(dict(example.inputs().items())),
+               "labels": to_jsonable(dict(example.labels().items())), "reward_a": a.reward.total,
                "reward_b": b.reward.total}
         for letter, rollout in (("a", a), ("b", b)):
-            row[f"output_{letter}"] = _jsonable(dict(rollout.prediction.items())) if rollout.prediction is not None else None
+            row[f"output_{letter}"] = to_jsonable(dict(rollout.prediction.items())) if rollout.prediction is not None else None
             row[f"error_{letter}"] = rollout.error or (rollout.reward.feedback if rollout.reward.failed else None)
             row[f"raw_{letter}"] = rollout.calls[-1].completion if rollout.error and rollout.calls else None
             row[f"feedback_{letter}"] = rollout.reward.feedback or None
@@ -398,18 +399,6 @@ def _known_cost(cost: float, lm, lm_calls: int) -> float | None:
 
     priced = model in litellm.model_cost or model.split("/", 1)[-1] in litellm.model_cost
     return 0.0 if priced else None  # priced but 0.0: every call was a cache hit
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "model_dump"):
-        return _jsonable(value.model_dump())
-    return str(value)
 
 
 # ----------------------------------------------------------------------------------------------- CLI entry

@@ -49,8 +49,8 @@ class PredictorCall:
     inputs: dict[str, Any] | None = None  # the predictor's input fields in this call (what demos are made of)
 
     def to_json(self) -> dict[str, Any]:
-        return {"predictor": self.predictor, "inputs": _jsonable(self.inputs), "messages": _jsonable(self.messages),
-                "completion": self.completion, "outputs": _jsonable(self.outputs), "failed": self.failed}
+        return {"predictor": self.predictor, "inputs": to_jsonable(self.inputs), "messages": to_jsonable(self.messages),
+                "completion": self.completion, "outputs": to_jsonable(self.outputs), "failed": self.failed}
 
 
 @dataclass
@@ -74,8 +74,8 @@ class Rollout:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "example_index": self.example_index, "sample_index": self.sample_index, "choices": _jsonable(self.choices),
-            "prediction": _jsonable(dict(self.prediction.items())) if self.prediction is not None else None,
+            "example_index": self.example_index, "sample_index": self.sample_index, "choices": to_jsonable(self.choices),
+            "prediction": to_jsonable(dict(self.prediction.items())) if self.prediction is not None else None,
             "reward": self.reward.to_json(), "error": self.error, "failed": self.failed,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "latency_s": round(self.latency_s, 4), "cost": self.cost,
@@ -377,14 +377,14 @@ class _progress_bar:
             self._progress.__exit__(*exc)
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Plain JSON types only: pydantic models dumped, anything else stringified."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if hasattr(value, "model_dump"):
-        return _jsonable(value.model_dump())
+        return to_jsonable(value.model_dump())
     return str(value)
