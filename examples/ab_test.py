@@ -39,4 +39,4 @@ result = comparison.run()
 result.print_table()
 print(result.verdict)
 out = result.save("runs/ab_sentiment")  # comparison.json + report.html with plots
-print(f"report: {out / 'report.html'}")
+print(f"report: {out}")  # save() returns the report.html path
