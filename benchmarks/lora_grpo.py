@@ -306,8 +306,9 @@ def _ours(job: dict) -> list[dict]:
 
     train, _, _ = split_examples(math_xml.load_examples(), seed=0)
     trl = job["trl"]
-    optimizer = LoraGRPO(math_xml.build_reward(), lm=local_lm(job["model_dir"], max_tokens=trl["max_completion_length"]),
-                         adapter=_adapter(job["adapter"]), run_dir=job["run_dir"], steps=job["steps"], num_generations=trl["num_generations"],
+    lm = local_lm(job["model_dir"], max_tokens=trl["max_completion_length"])
+    optimizer = LoraGRPO(math_xml.build_reward(), lm=lm, adapter=_adapter(job["adapter"]), run_dir=job["run_dir"],
+                         steps=job["steps"], num_generations=trl["num_generations"],
                          prompts_per_step=trl["per_device_train_batch_size"] // trl["num_generations"],
                          learning_rate=trl["learning_rate"], beta=trl["beta"], epsilon=trl["epsilon"],
                          loss_type=trl["loss_type"], scale_rewards=trl["scale_rewards"], temperature=trl["temperature"],

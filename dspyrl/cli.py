@@ -121,6 +121,9 @@ def _add_finetune(sub) -> None:
     p.add_argument("--pairs", default=None, help="DPO: JSONL of {prompt, chosen, rejected} (default: pairs from "
                                                  "best-vs-worst rollouts of the train split)")
     p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
+    p.add_argument("--adapter", choices=("chat", "json", "compact"), default="chat",
+                   help="prompt/reply format the weights learn (default: %(default)s, DSPy's; 'compact' is what a 135M "
+                        "model can follow)")
     p.add_argument("--num-generations", type=int, default=4, help="GRPO group size / DPO runs per example (default: %(default)s)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4 for GRPO, 1e-4 for DPO)")
     p.add_argument("--beta", type=float, default=None, help="KL (GRPO) or DPO beta (default: 0.02 / 0.1)")
@@ -145,8 +148,8 @@ def _run_finetune(args) -> int:
     else:
         settings.update(group_size=args.num_generations)
     finetune_program(args.program, model=args.model, method=args.method, steps=args.steps, out=args.out,
-                     resume=args.resume, pairs=args.pairs, judge=args.judge, seed=args.seed, threads=args.threads,
-                     max_tokens=args.max_tokens, **settings)
+                     resume=args.resume, pairs=args.pairs, judge=args.judge, adapter=args.adapter, seed=args.seed,
+                     threads=args.threads, max_tokens=args.max_tokens, **settings)
     return 0
 
 

@@ -18,13 +18,17 @@ from rich.table import Table
 from dspyrl.runs import write_json_atomic
 
 METHODS = ("grpo", "dpo")
+ADAPTERS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
 
 
 def finetune_program(program: str = "sentiment", *, model: str = "smollm2", method: str = "grpo", steps: int = 40,
                      out: str | None = None, resume: bool = False, pairs: str | None = None, judge: str | None = None,
-                     seed: int = 0, threads: int = 4, max_tokens: int = 128, console: Console | None = None,
-                     **settings) -> dict:
+                     adapter: str = "chat", seed: int = 0, threads: int = 4, max_tokens: int = 128,
+                     console: Console | None = None, **settings) -> dict:
     """Run the whole story for a program file and print it; returns the summary (also saved as summary.json)."""
+    import dspy
+
+    from dspyrl.adapters import adapter_choices_for
     from dspyrl.data import split_examples
     from dspyrl.errors import ConfigError
     from dspyrl.lm import lm_from_spec
@@ -34,6 +38,8 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
 
     if method not in METHODS:
         raise ConfigError(f"unknown method '{method}'", hint=f"methods are: {', '.join(METHODS)}")
+    if adapter not in ADAPTERS:
+        raise ConfigError(f"unknown adapter '{adapter}'", hint=f"adapters are: {', '.join(ADAPTERS)}")
     if resume and not out:
         raise ConfigError("--resume needs --out: the run folder to continue")
     console = console or Console()
@@ -48,31 +54,33 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
         judge_lm = lm_from_spec(judge, temperature=0.0) if judge else None
     reward = spec.build_reward(judge_lm=judge_lm)
     student = spec.build_program()
+    predictor = next(p for _, p in student.named_predictors())
+    dspy_adapter = adapter_choices_for(predictor.signature)[adapter]()
     if method == "grpo":
         from dspyrl.optim.lora import LoraGRPO
 
-        optimizer = LoraGRPO(reward, lm=lm, run_dir=out, resume=resume, steps=steps, num_threads=threads, seed=seed,
-                             **settings)
+        optimizer = LoraGRPO(reward, lm=lm, adapter=dspy_adapter, run_dir=out, resume=resume, steps=steps,
+                             num_threads=threads, seed=seed, **settings)
     else:
         from dspyrl.optim.dpo import DPO
 
-        optimizer = DPO(reward, lm=lm, pairs=pairs, run_dir=out, resume=resume, steps=steps, num_threads=threads,
-                        seed=seed, **settings)
+        optimizer = DPO(reward, lm=lm, adapter=dspy_adapter, pairs=pairs, run_dir=out, resume=resume, steps=steps,
+                        num_threads=threads, seed=seed, **settings)
     # A hosted model or a bad pairs file fails here, before minutes of scoring.
     local_model_of(student, lm)
     optimizer.check(student, train)
 
-    with console.status("scoring the starting program on the test split…"):
+    with console.status("scoring the starting program on the test split…"), dspy.context(adapter=dspy_adapter):
         before = evaluate(student, test, reward, lm, num_threads=threads)
     started = time.perf_counter()
     optimized = optimizer.compile(student, trainset=train, valset=val)
     train_s = time.perf_counter() - started
     tuned_lm = next(p.lm for _, p in optimized.named_predictors())
-    with console.status("scoring the fine-tuned program on the test split…"):
+    with console.status("scoring the fine-tuned program on the test split…"), dspy.context(adapter=dspy_adapter):
         after = evaluate(optimized, test, reward, tuned_lm, num_threads=threads)
 
     result = optimizer.result
-    summary = {"program": spec.name, "model": model, "method": method, "steps": result.steps,
+    summary = {"program": spec.name, "model": model, "method": method, "format": adapter, "steps": result.steps,
                "test_before": before, "test_after": after, "val_before": result.val_before,
                "val_after": result.val_after, "train_wall_s": result.train_wall_s, "finetune_wall_s": train_s,
                "adapter": result.adapter_dir, "program_json": str(out / "program.json"), **result.details}

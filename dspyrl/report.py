@@ -155,7 +155,9 @@ def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"  # 3,210 s, not 3.21e+03
     return str(value)
 
 

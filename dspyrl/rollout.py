@@ -32,6 +32,7 @@ from typing import Any, Callable
 import dspy
 from dspy.utils.callback import BaseCallback
 
+from dspyrl.adapters.per_predictor import PredictorFormats, predictor_formats
 from dspyrl.errors import ConfigError
 from dspyrl.rewards.combine import RewardResult, to_reward_result
 
@@ -303,6 +304,9 @@ def _rollout(program, example, i, s, reward, rollout_lm, adapter, configure, fai
     settings: dict[str, Any] = {"lm": rollout_lm, "callbacks": [*(dspy.settings.callbacks or []), recorder]}
     if adapter is not None:
         settings["adapter"] = adapter
+    if predictor_formats(program_copy):  # per-predictor formats (the prompt policy's choice) route over `adapter`
+        router = PredictorFormats(settings.get("adapter") or dspy.settings.adapter)
+        settings.update(adapter=router, callbacks=[*settings["callbacks"], router])
     prediction, error = None, None
     start = time.perf_counter()
     with dspy.context(**settings):

@@ -135,11 +135,19 @@ class RunFolder:
 
     def save_program(self, program, name: str = PROGRAM) -> Path:
         """Save with DSPy's own `save` (state JSON), through a temporary file so a crash never leaves half a program."""
+        from dspyrl.adapters.per_predictor import FORMAT_ATTRIBUTE, predictor_formats
+
         target = self.path / name
         fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".json", dir=self.path)
         os.close(fd)
         try:
             program.save(tmp)
+            formats = predictor_formats(program)
+            if formats:  # DSPy does not save it; its Predict.load_state sets unknown state keys back as attributes
+                state = json.loads(Path(tmp).read_text())
+                for name, value in formats.items():
+                    state[name][FORMAT_ATTRIBUTE] = value
+                Path(tmp).write_text(json.dumps(state, indent=2, ensure_ascii=False))
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

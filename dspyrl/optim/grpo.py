@@ -5,7 +5,7 @@
 
 One step, read top to bottom in `compile`:
   1. take `batch_size` training examples; for each, sample `group_size` prompt choices from the PromptPolicy
-     (per predictor: an instruction and a demo set);
+     (per predictor: an instruction, a demo set and a format);
   2. run the program once per (example, choice) through the rollout engine and score each run with the reward;
   3. turn rewards into group-relative advantages (each run against the other runs on the same example);
   4. update the policy: K epochs on the clipped surrogate - β·KL(π‖π_ref) + c·H(π);
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
+from dspyrl.adapters import adapter_choices_for
 from dspyrl.errors import ConfigError
 from dspyrl.optim.advantages import group_advantages
 from dspyrl.optim.prompt_policy import PromptPolicy, apply_values
@@ -53,6 +54,7 @@ class GRPOConfig:
     proposal_max_tokens: int = 160  # length limit of one proposed instruction
     num_demos: int = 4  # demos per demo set
     labelled_demo_sets: int = 2  # labelled demo sets added at the start, per predictor
+    learn_format: bool = True  # the format (chat/json/compact/choice adapter) is a slot of the policy, per predictor
     bootstrap_min_reward: float = 1.0  # runs at or above this reward become demo material
     max_candidates: int = 8  # per slot; the weakest are dropped beyond it
     eval_every: int = 2  # steps between validation scores of the most likely prompt
@@ -269,6 +271,9 @@ class GRPO(Teleprompter):
                 policy.add_candidate(name, "instruction", text, "given", max_candidates=cfg.max_candidates)
             if predictor.demos:
                 policy.add_candidate(name, "demos", [], "empty", max_candidates=cfg.max_candidates)
+            if cfg.learn_format:  # alongside the context's adapter (the original candidate, None)
+                for format_name in adapter_choices_for(predictor.signature):
+                    policy.add_candidate(name, "format", format_name, "format", max_candidates=cfg.max_candidates)
             for demos in labelled_demo_sets(predictor.signature, trainset, k=cfg.num_demos,
                                             count=cfg.labelled_demo_sets, rng=rng):
                 policy.add_candidate(name, "demos", demos, "labelled", max_candidates=cfg.max_candidates)

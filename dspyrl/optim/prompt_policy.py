@@ -3,8 +3,9 @@
 For every predictor of the program the policy holds independent categorical distributions, one per *slot*:
     instruction   the signature's instruction text
     demos         the few-shot demo set (empty, labelled from the trainset, bootstrapped from high-reward rollouts)
-(and, later, any other named choice, e.g. the adapter: a slot is just a list of JSON-able candidate values plus logits,
-so adding one is one entry in SLOT_SETTERS and one call to `add_candidate`.)
+    format        the adapter that formats the predictor's calls: chat, json, compact, or constrained choice where it
+                  applies (None: whatever the context's adapter is; see dspyrl.adapters.per_predictor)
+A slot is just a list of JSON-able candidate values plus logits, so another choice is one entry in SLOT_SETTERS.
 
 A *choice* picks one candidate index per (predictor, slot); its log-probability is the sum of the slots' log-softmax
 values, because the slots are independent. The update maximises, over K inner epochs of full-batch gradient ascent,
@@ -17,9 +18,9 @@ exactly per slot instead of being estimated from samples. π_ref is the initial 
 All state is plain JSON (`to_json` / `from_json`).
 
 Applying a choice to a program sets `predictor.signature` (instruction) and `predictor.demos`: exactly the state DSPy's
-own `save`/`load` keep, so an optimized program needs nothing from dspyrl to run. A per-predictor *adapter* slot cannot be
-stored that way (DSPy reads the adapter from `dspy.settings`); its setter should wrap the predictor call in
-`dspy.context(adapter=...)` and the chosen name be saved beside the program in the run folder.
+own `save`/`load` keep, so an optimized program needs nothing from dspyrl to run. The format is a `dspyrl_format`
+attribute of the predictor, which `RunFolder.save_program` writes into program.json and DSPy's load restores; it takes
+effect inside `use_predictor_formats(program)` (every dspyrl entry point runs programs that way).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+
+from dspyrl.adapters.per_predictor import FORMAT_ATTRIBUTE, set_format
 
 Choice = dict[str, dict[str, int]]  # predictor name -> slot name -> candidate index
 
@@ -91,8 +94,9 @@ def set_demos(predictor, demos: list[dict]) -> None:
     predictor.demos = [dspy.Example(**demo) for demo in demos]
 
 
-# How each slot's value is written into a predictor. A new slot (e.g. "adapter") is one more entry here.
-SLOT_SETTERS: dict[str, Callable[[Any, Any], None]] = {"instruction": set_instruction, "demos": set_demos}
+# How each slot's value is written into a predictor. A new slot is one more entry here.
+SLOT_SETTERS: dict[str, Callable[[Any, Any], None]] = {"instruction": set_instruction, "demos": set_demos,
+                                                       "format": set_format}
 
 
 def apply_values(program, values: dict[str, dict[str, Any]]) -> None:
@@ -121,12 +125,13 @@ class PromptPolicy:
 
     @classmethod
     def from_program(cls, program) -> PromptPolicy:
-        """A policy whose only candidates are the program's current instruction and demos (so greedy == the program)."""
+        """A policy whose only candidates are the program's current instruction, demos and format (greedy == the program)."""
         policy = cls()
         for name, predictor in program.named_predictors():
             policy.slots[name] = {
                 "instruction": Slot([predictor.signature.instructions], [0.0], [0.0], ["original"]),
                 "demos": Slot([[_demo_to_dict(d) for d in predictor.demos]], [0.0], [0.0], ["original"]),
+                "format": Slot([getattr(predictor, FORMAT_ATTRIBUTE, None)], [0.0], [0.0], ["original"]),
             }
         return policy
 

@@ -135,6 +135,11 @@ class Schedule(Teleprompter):
         if phase.kind == "prompts":
             from dspyrl.optim.grpo import GRPO
 
+            if any(p.kind != "prompts" for p in self.phases):
+                # weights phases train on the schedule's one adapter; a per-predictor format learnt by a prompts phase
+                # would be a different prompt from the one the weights learnt to answer
+                config = dataclasses.replace(config, learn_format=False)
+
             optimizer = GRPO(self.reward, config, lm=lm, reflection_lm=self.reflection_lm, **common)
             with dspy.context(adapter=self.adapter) if self.adapter else contextlib.nullcontext():
                 optimized = optimizer.compile(program, trainset=trainset, valset=valset)

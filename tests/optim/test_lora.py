@@ -247,10 +247,11 @@ def test_cli_finetune_writes_a_run_with_a_servable_adapter(tiny_model_dir, tmp_p
 
     out = tmp_path / "run"
     code = main(["finetune", "sentiment", "--model", str(tiny_model_dir), "--steps", "2", "--max-tokens", "8",
-                 "--num-generations", "2", "--threads", "2", "--out", str(out)])
+                 "--adapter", "compact", "--num-generations", "2", "--threads", "2", "--out", str(out)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["method"] == "grpo" and summary["steps"] == 2 and summary["rollout"] == "predictor"
+    assert (summary["method"], summary["format"], summary["steps"]) == ("grpo", "compact", 2)
+    assert summary["rollout"] == "predictor"
     assert {"score", "n", "failures"} <= set(summary["test_before"]) and summary["test_after"]["n"] == 14
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "program.json").is_file()
     assert [m["step"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]

@@ -94,12 +94,15 @@ def test_new_candidates_enter_at_the_top_and_full_slots_drop_the_weakest():
 def test_state_round_trips_through_json_and_applies_to_a_program():
     program = dspy.Predict("question -> answer")
     policy = PromptPolicy.from_program(program)
-    assert policy.greedy() == {"self": {"instruction": 0, "demos": 0}}
+    assert policy.greedy() == {"self": {"instruction": 0, "demos": 0, "format": 0}}
+    assert policy.greedy_values()["self"]["format"] is None  # the context's adapter
     policy.add_candidate("self", "instruction", "Answer in one word.", "proposed@1")
     policy.add_candidate("self", "demos", [{"question": "2+2?", "answer": "4"}], "labelled")
+    policy.add_candidate("self", "format", "compact", "format")
     restored = PromptPolicy.from_json(json.loads(json.dumps(policy.to_json())))
     assert restored.to_json() == policy.to_json()
-    record = restored.apply(program, {"self": {"instruction": 1, "demos": 1}})
+    record = restored.apply(program, {"self": {"instruction": 1, "demos": 1, "format": 1}})
     assert program.signature.instructions == "Answer in one word."
     assert program.demos[0].answer == "4"
-    assert record["origins"] == {"self": {"instruction": "proposed@1", "demos": "labelled"}}
+    assert program.dspyrl_format == "compact"
+    assert record["origins"] == {"self": {"instruction": "proposed@1", "demos": "labelled", "format": "format"}}
