@@ -161,9 +161,9 @@ def main(argv=None) -> int:
     if args.adapter == "chat":
         adapter = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
     else:
-        from dspyrl.optimize import make_adapter
+        from dspyrl.adapters import format_adapter
 
-        adapter = make_adapter(args.adapter, lm)
+        adapter = format_adapter(args.adapter, lm)
     rows, results = [], []
     for program_name in args.programs.split(","):
         spec = load_program_file(program_name)

@@ -43,6 +43,15 @@ def _run_serve(args) -> int:
     return 0
 
 
+def _add_format_option(p, what: str) -> None:
+    p.add_argument("--format", default=None,
+                   choices=("chat", "json", "compact", "choice", "auto"),
+                   help=f"{what}: chat (DSPy's ChatAdapter, the default), json, compact (short plain text, lenient "
+                        "parsing: small models), choice (constrained choice among a Literal/bool field's values, "
+                        "local models and `dspyrl serve`), auto (choice where it applies). A predictor whose saved "
+                        "program pins a format keeps it")
+
+
 # ---------------------------------------------------------------- demo
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded model: run the sentiment program on SmolLM2 and show the scores",
@@ -87,9 +96,9 @@ def _add_optimize(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the data split and the optimizer (default: %(default)s)")
     p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=128, help="completion limit of the task model (default: %(default)s)")
-    p.add_argument("--adapter", default=None, choices=("chat", "json", "compact", "choice", "auto"),
-                   help="prompt format for every run (default: DSPy's ChatAdapter; auto: constrained choice on local "
-                        "models, as `dspyrl demo` does)")
+    _add_format_option(p, "starting prompt format (GRPO may learn another per predictor)")
+    p.add_argument("--fixed-format", action="store_true",
+                   help="keep --format for every run instead of letting GRPO choose the format per predictor")
     p.set_defaults(handler=_run_optimize)
 
 
@@ -101,8 +110,8 @@ def _run_optimize(args) -> int:
         raise ConfigError("--resume needs --out: the run folder to continue")
     optimize_program(args.program, model=args.model, judge=args.judge, reflection_model=args.reflection_model,
                      budget=args.budget, out=args.out, resume=args.resume, seed=args.seed, threads=args.threads,
-                     max_tokens=args.max_tokens, adapter=args.adapter, group_size=args.group_size,
-                     batch_size=args.batch_size)
+                     max_tokens=args.max_tokens, adapter=args.format, group_size=args.group_size,
+                     batch_size=args.batch_size, learn_format=not args.fixed_format)
     return 0
 
 
@@ -121,9 +130,9 @@ def _add_finetune(sub) -> None:
     p.add_argument("--pairs", default=None, help="DPO: JSONL of {prompt, chosen, rejected} (default: pairs from "
                                                  "best-vs-worst rollouts of the train split)")
     p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
-    p.add_argument("--adapter", choices=("chat", "json", "compact"), default="chat",
-                   help="prompt/reply format the weights learn (default: %(default)s, DSPy's; 'compact' is what a 135M "
-                        "model can follow)")
+    p.add_argument("--format", choices=("chat", "json", "compact"), default="chat",
+                   help="prompt/reply format the weights learn to answer in (default: %(default)s, DSPy's ChatAdapter; "
+                        "'compact' is what a 135M model can follow)")
     p.add_argument("--num-generations", type=int, default=4, help="GRPO group size / DPO runs per example (default: %(default)s)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4 for GRPO, 1e-4 for DPO)")
     p.add_argument("--beta", type=float, default=None, help="KL (GRPO) or DPO beta (default: 0.02 / 0.1)")
@@ -148,7 +157,7 @@ def _run_finetune(args) -> int:
     else:
         settings.update(group_size=args.num_generations)
     finetune_program(args.program, model=args.model, method=args.method, steps=args.steps, out=args.out,
-                     resume=args.resume, pairs=args.pairs, judge=args.judge, adapter=args.adapter, seed=args.seed,
+                     resume=args.resume, pairs=args.pairs, judge=args.judge, adapter=args.format, seed=args.seed,
                      threads=args.threads, max_tokens=args.max_tokens, **settings)
     return 0
 
@@ -170,6 +179,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=256, help="completion limit (default: %(default)s)")
+    _add_format_option(p, "prompt format")
     p.set_defaults(handler=_run_eval)
 
 
@@ -178,7 +188,7 @@ def _run_eval(args) -> int:
 
     evaluate(EvalConfig(program=args.program, data=args.data, split=args.split, model=args.model, judge=args.judge,
                         out=args.out, threads=args.threads, limit=args.limit, temperature=args.temperature,
-                        max_tokens=args.max_tokens, overwrite=args.overwrite))
+                        max_tokens=args.max_tokens, overwrite=args.overwrite, format=args.format))
     return 0
 
 
@@ -208,6 +218,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true",
                    help="call the models even for answers DSPy has cached (cached calls count no tokens or latency)")
+    _add_format_option(p, "prompt format of both arms")
     p.set_defaults(handler=_run_compare)
 
 
@@ -216,7 +227,8 @@ def _run_compare(args) -> int:
 
     compare_specs(args.a, args.b, program=args.program, data=args.data, split=args.split, model=args.model,
                   judge=args.judge, out=args.out, limit=args.limit, max_tokens=args.max_tokens,
-                  num_threads=args.threads, temperature=args.temperature, seed=args.seed, cache=not args.no_cache)
+                  num_threads=args.threads, temperature=args.temperature, seed=args.seed, cache=not args.no_cache,
+                  format=args.format)
     return 0
 
 

@@ -404,7 +404,8 @@ def _known_cost(cost: float, lm, lm_calls: int) -> float | None:
 # ----------------------------------------------------------------------------------------------- CLI entry
 def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | None = None, split: str = "test",
                   model: str = "smollm2", judge: str | None = None, out: str | Path | None = None,
-                  limit: int | None = None, max_tokens: int = 128, console=None, **settings) -> ComparisonResult:
+                  limit: int | None = None, max_tokens: int = 128, format: str | None = None, console=None,
+                  **settings) -> ComparisonResult:
     """`dspyrl compare A B`: resolve the arms and the data, run, print the table, write comparison.json + report.html.
 
     The data are `--data FILE` (checked against the program's own examples' fields) or, without it, the program's
@@ -433,6 +434,11 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
         arm_a = resolve_arm(a, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
         arm_b = resolve_arm(b, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
         judge_lm = lm_from_spec(judge, temperature=0.0, max_tokens=max_tokens) if judge else None
+    if format:  # both arms; a saved program's per-predictor format still wins for its predictors
+        from dspyrl.adapters import format_adapter
+
+        arm_a.adapter = format_adapter(format, arm_a.lm)
+        arm_b.adapter = format_adapter(format, arm_b.lm)
     if arm_a.name == arm_b.name:  # two runs named 'program' from different folders: keep them apart in the report
         arm_a.name, arm_b.name = f"{arm_a.name} (A)", f"{arm_b.name} (B)"
     reward = program_file.build_reward(judge_lm=judge_lm)
@@ -447,7 +453,7 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     comparator = ModelComparator(arm_a, arm_b, examples, reward=reward, judge=judge_module, **settings)
     result = comparator.run()
     result.settings.update({"program": program_file.name, "data": data or f"{program_file.name} ({split} split)",
-                            "model": model, "judge": judge, "max_tokens": max_tokens})
+                            "model": model, "judge": judge, "max_tokens": max_tokens, "format": format})
     out = Path(out or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}")
     report = result.save(out)
     result.print_table(console)

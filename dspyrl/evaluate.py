@@ -43,6 +43,7 @@ class EvalConfig:
     max_tokens: int = 256
     failure_reward: float = 0.0
     overwrite: bool = False
+    format: str | None = None  # a --format name (dspyrl.adapters.FORMATS); None: the context's adapter
 
 
 def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dict[str, Any]:
@@ -50,6 +51,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     model specs with ready dspy.LM objects (used by tests and by callers that already hold an LM)."""
     from rich.console import Console
 
+    from dspyrl.adapters import format_adapter
     from dspyrl.data import DataSpec, load_examples
     from dspyrl.lm import lm_from_spec
     from dspyrl.programs import load_program_file
@@ -89,6 +91,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     lm_logger.addFilter(_drop_truncation_warnings)
     try:
         batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
+                             adapter=format_adapter(config.format, lm),
                              failure_reward=config.failure_reward, description=f"eval {spec.name}")
     finally:
         lm_logger.removeFilter(_drop_truncation_warnings)

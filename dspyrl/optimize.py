@@ -30,30 +30,15 @@ def evaluate(program, examples, reward, lm, *, num_threads: int = 4) -> dict:
             "failures": sum(1 for r in batch.rollouts if r.error), "wall_s": batch.wall_s}
 
 
-ADAPTERS = ("chat", "json", "compact", "choice", "auto")
-
-
-def make_adapter(name: str | None, lm):
-    """An adapter by name; 'auto' is what `dspyrl demo` uses: constrained choice on our own models, else DSPy's default."""
-    if name in (None, ""):
-        return None
-    from dspyrl.adapters import ChoiceAdapter, CompactAdapter, guided_choice_route
-
-    if name == "auto":
-        return ChoiceAdapter() if guided_choice_route(lm) is not None else None
-    factories = {"chat": dspy.ChatAdapter, "json": dspy.JSONAdapter, "compact": CompactAdapter, "choice": ChoiceAdapter}
-    if name not in factories:
-        raise ConfigError(f"unknown adapter '{name}'", hint=f"choose one of {', '.join(ADAPTERS)}")
-    return factories[name]()
-
-
 def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judge: str | None = None,
                      reflection_model: str | None = None, budget: int = 150, out: str | None = None,
                      resume: bool = False, seed: int = 0, threads: int = 4, max_tokens: int = 128,
                      adapter: str | None = None, console: Console | None = None, **grpo_settings) -> dict:
     """Run the whole story for a program file and print it; returns the summary (also saved as summary.json).
 
-    `adapter` (a name from ADAPTERS) formats every run, before, during and after optimization; None keeps DSPy's."""
+    `adapter` (a --format name, see dspyrl.adapters.FORMATS) formats every run, before, during and after
+    optimization; None keeps DSPy's. GRPO may still pin another format per predictor (GRPOConfig.learn_format)."""
+    from dspyrl.adapters import format_adapter
     from dspyrl.data import split_examples
     from dspyrl.lm import lm_from_spec
     from dspyrl.optim.grpo import GRPO
@@ -72,7 +57,7 @@ def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judg
         reflection_lm = lm_from_spec(reflection_model, temperature=1.0) if reflection_model else None
     reward = spec.build_reward(judge_lm=judge_lm)
     student = spec.build_program()
-    chosen_adapter = make_adapter(adapter, lm)
+    chosen_adapter = format_adapter(adapter, lm)
 
     with dspy.context(adapter=chosen_adapter) if chosen_adapter is not None else contextlib.nullcontext():
         with console.status("scoring the starting program on the test split…"):
@@ -107,6 +92,7 @@ def show_story(console: Console, summary: dict, optimized) -> None:
                   str(summary["metric_calls"]), f"{summary['optimize_wall_s']:.0f} s")
     console.print(table)
     for name, predictor in optimized.named_predictors():
+        console.print(f"[bold]{name}[/bold] format: {getattr(predictor, 'dspyrl_format', None) or 'the starting one'}")
         console.print(f"[bold]{name}[/bold] instruction: {predictor.signature.instructions!r}")
         console.print(f"[bold]{name}[/bold] demos ({len(predictor.demos)}):")
         for demo in predictor.demos:

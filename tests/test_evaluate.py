@@ -50,6 +50,18 @@ def test_eval_cli_on_a_local_model_writes_the_run_folder(tiny_model_dir, tmp_pat
     assert "already holds an evaluation" in capsys.readouterr().err
 
 
+def test_eval_format_choice_never_fails_to_parse(tiny_model_dir, tmp_path):
+    out = tmp_path / "choice"
+    code = main(["eval", "sentiment", "--model", str(tiny_model_dir), "--limit", "4", "--format", "choice",
+                 "--out", str(out)])
+    assert code == 0
+    summary, config, rows = _read_run(out)
+    assert config["format"] == "choice"
+    # the random model cannot write a parseable reply on its own, but a choice among the labels always parses
+    assert summary["failures"] == 0 and {r["prediction"]["sentiment"] for r in rows} <= {"positive", "negative"}
+    assert "[[ ##" not in rows[0]["calls"][0]["messages"][-1]["content"]
+
+
 def test_eval_through_dspyrl_serve_as_a_hosted_model(tiny_model_dir, tmp_path, monkeypatch):
     from dspyrl.lm.server import serve_in_thread
 

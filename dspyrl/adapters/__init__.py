@@ -3,7 +3,9 @@
 - `CompactAdapter`: short plain-text layout, demos as plain input/output pairs, lenient parsing (small models).
 - `ChoiceAdapter`: constrained choice among the complete replies of a finite-valued signature (local models, servers
   that honour vLLM's `guided_choice`); never a parse failure.
-- `adapter_choices_for(signature)`: the adapters a prompt policy may choose among for one predictor.
+- `adapter_choices_for(signature)`: the adapters a prompt policy may choose among for one predictor; the choice is
+  pinned per predictor (`dspyrl.adapters.per_predictor`).
+- `format_adapter(name, lm)`: the adapter behind the CLI's `--format`.
 - `label_balanced_demos(examples, field, k, seed)`: demo sets with every label equally often.
 """
 
@@ -23,6 +25,25 @@ def _chat() -> dspy.Adapter:
     return dspy.ChatAdapter(use_json_adapter_fallback=False)
 
 
+FORMATS = ("chat", "json", "compact", "choice", "auto")  # what --format takes on the CLI
+
+
+def format_adapter(name: str | None, lm=None) -> dspy.Adapter | None:
+    """The adapter a --format name stands for; None (or "") keeps the context's (DSPy's ChatAdapter by default).
+
+    "auto" is constrained choice where the LM can take it (our local models, `dspyrl serve`), else DSPy's default."""
+    from dspyrl.errors import ConfigError
+
+    if not name:
+        return None
+    if name == "auto":
+        return ChoiceAdapter() if guided_choice_route(lm) is not None else None
+    factories = {"chat": _chat, "json": dspy.JSONAdapter, "compact": CompactAdapter, "choice": ChoiceAdapter}
+    if name not in factories:
+        raise ConfigError(f"unknown format '{name}'", hint=f"choose one of {', '.join(FORMATS)}")
+    return factories[name]()
+
+
 def adapter_choices_for(signature) -> dict[str, Callable[[], dspy.Adapter]]:
     """Named adapter factories for a predictor with this signature: chat, json, compact, and choice when it applies.
 
@@ -35,5 +56,5 @@ def adapter_choices_for(signature) -> dict[str, Callable[[], dspy.Adapter]]:
     return choices
 
 
-__all__ = ["ChoiceAdapter", "CompactAdapter", "adapter_choices_for", "choice_outputs", "guided_choice_route",
-           "label_balanced_demos"]
+__all__ = ["FORMATS", "ChoiceAdapter", "CompactAdapter", "adapter_choices_for", "choice_outputs", "format_adapter",
+           "guided_choice_route", "label_balanced_demos"]

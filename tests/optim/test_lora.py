@@ -247,7 +247,7 @@ def test_cli_finetune_writes_a_run_with_a_servable_adapter(tiny_model_dir, tmp_p
 
     out = tmp_path / "run"
     code = main(["finetune", "sentiment", "--model", str(tiny_model_dir), "--steps", "2", "--max-tokens", "8",
-                 "--adapter", "compact", "--num-generations", "2", "--threads", "2", "--out", str(out)])
+                 "--format", "compact", "--num-generations", "2", "--threads", "2", "--out", str(out)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["method"], summary["format"], summary["steps"]) == ("grpo", "compact", 2)
