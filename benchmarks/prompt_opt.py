@@ -12,7 +12,9 @@ Only GRPO and GEPA take a metric-call budget directly; BFRS and MIPROv2 are size
 table shows what each really spent: program runs (GEPA's budget unit: every run of the program on an example, failed
 ones included), metric calls (runs that reached the metric: a run whose output did not parse never does), LM calls
 (DSPy callback, cache hits included) and wall time around compile only. Each optimizer starts from an empty LM cache
-and all use the same ChatAdapter (no JSON retry unless --json-fallback), so none gets another's answers for free.
+and all start from the same adapter (ChatAdapter, no JSON retry unless --json-fallback), so none gets another's answers
+for free. GRPO may pin another format per predictor (its format slot: chat, json, compact, constrained choice); DSPy's
+optimizers have no such lever, which is the point being measured (--grpo-fixed-format turns the slot off).
 An optimizer that crashes (MIPROv2 is known to on unparseable proposals from a 135M model) gets a row saying so.
 """
 
@@ -76,11 +78,12 @@ def _fields(module):
     return tuple(signature.fields) if signature is not None else None
 
 
-def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, budget: int, seed: int, threads: int):
+def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, budget: int, seed: int, threads: int,
+                  learn_format: bool = True):
     if name == "grpo":
         from dspyrl.optim.grpo import GRPO
 
-        return GRPO(metric, lm=lm, max_metric_calls=budget, seed=seed, num_threads=threads,
+        return GRPO(metric, lm=lm, max_metric_calls=budget, seed=seed, num_threads=threads, learn_format=learn_format,
                     progress=False).compile(student, trainset=train, valset=val)
     if name == "bfrs":
         # cost ≈ (N + 3)·|val| evaluations + (N + 1) bootstrap passes over the trainset (zero-shot teachers rarely
@@ -105,13 +108,14 @@ def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, bu
 
 
 def describe(program) -> dict | None:
-    """What an optimizer settled on, per predictor: the instruction and the demos' output fields."""
+    """What an optimizer settled on, per predictor: the format GRPO pinned (None: the shared adapter), the instruction
+    and the demos' output fields."""
     if program is None:
         return None
     out = {}
     for name, predictor in program.named_predictors():
         outputs = list(predictor.signature.output_fields)
-        out[name] = {"instruction": predictor.signature.instructions,
+        out[name] = {"format": getattr(predictor, "dspyrl_format", None), "instruction": predictor.signature.instructions,
                      "demos": [{k: str(d.get(k))[:60] for k in outputs} for d in predictor.demos]}
     return out
 
@@ -139,6 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--adapter", default="chat", choices=("chat", "compact", "choice", "auto"),
                         help="prompt format for every optimizer alike (default: DSPy's ChatAdapter; choice/auto: "
                              "constrained choice for Literal outputs on the local model, compact format elsewhere)")
+    parser.add_argument("--grpo-fixed-format", action="store_true",
+                        help="GRPO keeps the shared adapter instead of learning the format per predictor")
     parser.add_argument("--json-fallback", action="store_true",
                         help="let ChatAdapter retry unparseable answers with JSONAdapter (default: off for every "
                              "optimizer alike: on a small model the retry doubles the cost and rarely parses either)")
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
                 try:
                     with dspy.context(lm=lm, callbacks=[counter], adapter=adapter):
                         optimized = run_optimizer(name, student, train, val, counting, lm, args.budget, seed,
-                                                  args.threads)
+                                                  args.threads, learn_format=not args.grpo_fixed_format)
                 except Exception as err:  # a crashing optimizer is a result, not the end of the benchmark
                     optimized, note = None, f"crashed: {type(err).__name__}: {' '.join(str(err).split())[:120]}"
                     traceback.print_exc()

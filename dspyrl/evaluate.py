@@ -107,14 +107,14 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
                                          "inconsistency_rate": j.stats.inconsistency_rate}
                                   for name, j in judges.items()}
 
-    from dspyrl.runs import scrub_secrets, write_json_atomic
+    from dspyrl.runs import save_program, scrub_secrets, write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", scrub_secrets({**asdict(config), "out": str(out)}))
     _write_text_atomic(out / "results.jsonl", "".join(
         json.dumps(_result_row(rollout, examples[rollout.example_index]), default=str) + "\n"
         for rollout in batch.rollouts))
-    _save_program(program, out / "program.json")
+    save_program(program, out / "program.json")
     write_json_atomic(out / "summary.json", summary)
     console.print(summary_table(summary))
     console.print(f"run folder: {out}")
@@ -209,12 +209,3 @@ def _write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _save_program(program, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.json")  # DSPy picks the format from the .json suffix
-    try:
-        program.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -74,6 +74,31 @@ def rng_from_json(state: list) -> random.Random:
     return rng
 
 
+def save_program(program, path: str | Path) -> Path:
+    """DSPy's own `program.save(path)` (state JSON), plus each predictor's learned format (`dspyrl_format`), which DSPy
+    does not save but its `load` restores (Predict.load_state sets unknown state keys as attributes). Written through
+    a temporary file, so a crash never leaves half a program."""
+    from dspyrl.adapters.per_predictor import FORMAT_ATTRIBUTE, predictor_formats
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".json", dir=target.parent)
+    os.close(fd)
+    try:
+        program.save(tmp)
+        formats = predictor_formats(program)
+        if formats:
+            state = json.loads(Path(tmp).read_text())
+            for name, value in formats.items():
+                state[name][FORMAT_ATTRIBUTE] = value
+            Path(tmp).write_text(json.dumps(state, indent=2, ensure_ascii=False))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
 def scrub_secrets(config: Any) -> Any:
     """A copy of a (nested) config without any key that names a credential."""
     if isinstance(config, dict):
@@ -134,25 +159,7 @@ class RunFolder:
         return json.loads(file.read_text()) if file.exists() else None
 
     def save_program(self, program, name: str = PROGRAM) -> Path:
-        """Save with DSPy's own `save` (state JSON), through a temporary file so a crash never leaves half a program."""
-        from dspyrl.adapters.per_predictor import FORMAT_ATTRIBUTE, predictor_formats
-
-        target = self.path / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".json", dir=self.path)
-        os.close(fd)
-        try:
-            program.save(tmp)
-            formats = predictor_formats(program)
-            if formats:  # DSPy does not save it; its Predict.load_state sets unknown state keys back as attributes
-                state = json.loads(Path(tmp).read_text())
-                for name, value in formats.items():
-                    state[name][FORMAT_ATTRIBUTE] = value
-                Path(tmp).write_text(json.dumps(state, indent=2, ensure_ascii=False))
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return save_program(program, self.path / name)
 
 
 # ----------------------------------------------------------------------------------------------- stopping, callbacks
