@@ -66,6 +66,11 @@ class _GroupSizeCallback(BaseCallback):
 
 
 # ----------------------------------------------------------------------------------------------- generation
+# DSPy's ChatAdapter ends every reply with this marker and parses nothing after it; a model that writes it would
+# otherwise go on until max_tokens.
+END_OF_REPLY = ("[[ ## completed ## ]]",)
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """The settings that must be equal for requests to share one batched generate call."""
@@ -187,7 +192,7 @@ class LocalEngine:
             max_tokens=int(config.max_tokens or self.default_max_tokens),
             temperature=float(config.temperature or 0.0),
             top_p=config.top_p,
-            stop=tuple(config.stop or ()))
+            stop=tuple(dict.fromkeys((*(config.stop or ()), *END_OF_REPLY))))
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

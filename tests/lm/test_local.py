@@ -98,3 +98,11 @@ def test_unknown_model_is_a_clear_error():
     with pytest.raises(ModelError) as err:
         local_lm("no-such-org/no-such-model-xyz")
     assert "unknown model" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_request_also_stops_at_the_chat_adapters_end_marker(tiny_model_dir):
+    from types import SimpleNamespace
+
+    engine = local_engine(str(tiny_model_dir))
+    settings = engine._settings_from(SimpleNamespace(max_tokens=8, temperature=0.0, top_p=None, stop=["\n\n"]))
+    assert settings.stop == ("\n\n", "[[ ## completed ## ]]")
