@@ -3,17 +3,13 @@ and show accuracy, parse failures, latency and tokens."""
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import ThreadPoolExecutor
-
-import dspy
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dspyrl.adapters import ChoiceAdapter, guided_choice_route
 from dspyrl.lm import lm_from_spec
 from dspyrl.programs import load_program_file
+from dspyrl.rollout import run_rollouts
 
 
 def run_demo(model: str = "smollm2", limit: int | None = None, threads: int = 4, program: str = "sentiment") -> dict:
@@ -27,36 +23,18 @@ def run_demo(model: str = "smollm2", limit: int | None = None, threads: int = 4,
     # Small local models cannot follow DSPy's default chat format (measured: chance accuracy, parse failures), but they
     # rank well-formed answers well: constrained choice where the model is ours, DSPy's default adapter elsewhere.
     adapter = ChoiceAdapter() if guided_choice_route(lm) is not None else None
-    program_module, reward = spec.build_program(), spec.build_reward()
-
-    def run_one(example):
-        start = time.perf_counter()
-        try:
-            with dspy.context(lm=lm, adapter=adapter):
-                pred = program_module(**example.inputs())
-            return float(reward(example, pred)), False, time.perf_counter() - start
-        except Exception:  # unparseable output or LM failure: counted, never fatal
-            return 0.0, True, time.perf_counter() - start
-
-    started = time.perf_counter()
-    results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        task = progress.add_task("running", total=len(examples))
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for result in pool.map(run_one, examples):
-                results.append(result)
-                progress.advance(task)
-    wall = time.perf_counter() - started
-    usage = [entry.get("usage") or {} for entry in lm.history]
+    batch = run_rollouts(spec.build_program(), examples, spec.build_reward(), lm=lm, adapter=adapter,
+                         num_threads=threads, description="running")
+    latencies = sorted(r.latency_s for r in batch.rollouts)
+    wall = batch.wall_s
     summary = {
-        "examples": len(results),
-        "accuracy": sum(r[0] for r in results) / max(1, len(results)),
-        "failures": sum(r[1] for r in results),
-        "latency_s": sorted(r[2] for r in results)[len(results) // 2] if results else 0.0,
+        "examples": len(batch.rollouts),
+        "accuracy": batch.mean_reward(),
+        "failures": batch.failures,  # unparseable output or LM failure: counted, never fatal
+        "latency_s": latencies[len(latencies) // 2] if latencies else 0.0,
         "wall_s": wall,
-        "prompt_tokens": sum(u.get("prompt_tokens") or 0 for u in usage),
-        "completion_tokens": sum(u.get("completion_tokens") or 0 for u in usage),
+        "prompt_tokens": batch.prompt_tokens,
+        "completion_tokens": batch.completion_tokens,
     }
     table = Table(title=f"{spec.name} on {model}")
     for column in ("examples", "accuracy", "parse/LM failures", "median latency", "wall time", "tokens in / out"):
