@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -122,19 +120,20 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
 
 
 def summarize(batch, examples, component_names: list[str] | None = None) -> dict[str, Any]:
-    """The numbers of one evaluation: mean reward and 95% t-interval, components, failures, tokens, cost, time."""
+    """The numbers of one evaluation: mean reward and its 95% interval, components, failures, tokens, cost, time.
+
+    The interval is a seeded percentile bootstrap of the mean: it stays inside the rewards' range (a t-interval of 4
+    binary rewards ran from -0.42 to 1.42)."""
+    from dspyrl.stats import bootstrap_ci
+
     rewards = [r.reward.total for r in batch.rollouts]
     n = len(rewards)
     mean = sum(rewards) / n if n else 0.0
-    half_width = None
-    if n > 1:
-        from scipy.stats import t
-
-        half_width = t.ppf(0.975, n - 1) * statistics.stdev(rewards) / math.sqrt(n)
+    ci95 = list(bootstrap_ci(rewards, seed=0)) if n > 1 else None
     latencies = sorted(r.latency_s for r in batch.rollouts)
     return {
         "examples": len(examples), "rollouts": n, "mean_reward": mean,
-        "ci95": [mean - half_width, mean + half_width] if half_width is not None else None,
+        "ci95": ci95,
         "components": batch.component_means(component_names),
         "failures": batch.failures, "failure_rate": batch.failures / n if n else 0.0,
         "reward_failures": batch.reward_failures, "error_types": batch.error_types,

@@ -95,7 +95,7 @@ def paired_statistics(a, b, *, seed: int = 0, confidence: float = 0.95, alpha: f
 
 # ----------------------------------------------------------------------------------------------- the pieces
 def bootstrap_ci(diff, *, seed: int = 0, confidence: float = 0.95, n_resamples: int = 10_000) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of paired differences, reproducible for a given seed."""
+    """Percentile bootstrap CI of the mean (of paired differences, or of rewards), reproducible for a given seed."""
     diff = np.asarray(diff, dtype=float)
     if np.ptp(diff) == 0:  # every difference equal: the resampled mean cannot move (scipy would warn and return NaN)
         return float(diff[0]), float(diff[0])
