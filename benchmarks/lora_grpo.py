@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="(a) training steps (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=5e-4, help="(a) learning rate (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0, help="(a) sampling temperature (default: %(default)s)")
-    parser.add_argument("--adapter", choices=("compact", "chat"), default="compact",
+    parser.add_argument("--format", dest="adapter", choices=("compact", "chat"), default="compact",
                         help="DSPy adapter that formats the prompts (default: %(default)s; see the module docstring)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch CPU threads in every process (default: torch's; 1 is faster on a loaded machine)")
