@@ -110,9 +110,12 @@ class InstructionProposer:
             return []
         seen = {_normal(t) for t in [current_instruction, *existing]}
         accepted = []
-        for completion in raw:
+        cut_off = _stopped_at_max_tokens(lm, len(raw))
+        for completion, truncated in zip(raw, cut_off):
             text = completion.get("text", "") if isinstance(completion, dict) else str(completion or "")
             instruction, reason = self.clean(text, signature)
+            if instruction is not None and truncated:  # an unfinished instruction (measured: rambling, off-task)
+                instruction, reason = None, "cut_off"
             if instruction is None:
                 self.stats.reject(reason)
             elif _normal(instruction) in seen:
@@ -141,6 +144,25 @@ class InstructionProposer:
         if sum(ch.isalpha() for ch in text) < 0.6 * len(text.replace(" ", "")):
             return None, "not_prose"
         return text, ""
+
+
+def _stopped_at_max_tokens(lm, count: int) -> list[bool]:
+    """For the LM's last call with `count` completions: which were cut off at max_tokens.
+
+    DSPy's history holds one entry per call; its response is one response with `count` choices (LiteLLM) or a tuple
+    of `count` responses (engine API, as our local models answer n)."""
+    from dspyrl.rollout import _finish_reason
+
+    history = getattr(lm, "history", None) or []
+    response = history[-1].get("response") if history else None
+    if isinstance(response, (tuple, list)):
+        reasons = [_finish_reason(r) for r in response]
+    else:
+        choices = getattr(response, "choices", None) or []
+        reasons = [getattr(c, "finish_reason", None) for c in choices] or [_finish_reason(response)]
+    if len(reasons) != count:
+        return [False] * count  # cannot tell which is which: keep the other filters only
+    return [reason == "length" for reason in reasons]
 
 
 def _format_call(call: ScoredCall) -> str:

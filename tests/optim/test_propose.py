@@ -55,6 +55,19 @@ def test_good_proposals_are_cleaned_and_garbage_is_counted():
     assert "one of 'positive', 'negative'" in prompt
 
 
+def test_instructions_cut_off_at_max_tokens_are_rejected():
+    from types import SimpleNamespace
+
+    good = "Read the review and answer with exactly one word: positive or negative."
+    rambling = "Your new instruction would read: rewrite the review in sentence case and then take a look at"
+    lm = CannedLM([good, rambling])
+    # as DSPy's history holds an engine-API call with n=2: a tuple of responses, the second stopped at max_tokens
+    lm.history = [{"response": (SimpleNamespace(finish_reason="stop"), SimpleNamespace(finish_reason="length"))}]
+    proposer = InstructionProposer(lm, num_proposals=2)
+    assert proposer.propose(Sentiment, "Classify the review.", CALLS) == [good]
+    assert proposer.stats.rejected == {"cut_off": 1}
+
+
 def test_an_lm_failure_costs_the_round_not_the_run():
     proposer = InstructionProposer(CannedLM([], fail=True))
     assert proposer.propose(Sentiment, "Classify the review.", CALLS) == []
