@@ -46,7 +46,7 @@ def _run_serve(args) -> int:
 def _add_format_option(p, what: str) -> None:
     p.add_argument("--format", default=None,
                    choices=("chat", "json", "compact", "choice", "auto"),
-                   help=f"{what}: chat (DSPy's ChatAdapter, the default), json, compact (short plain text, lenient "
+                   help=f"{what}: chat (DSPy's ChatAdapter without its JSON retry; default: DSPy's own), json, compact (short plain text, lenient "
                         "parsing: small models), choice (constrained choice among a Literal/bool field's values, "
                         "local models and `dspyrl serve`), auto (choice where it applies). A predictor whose saved "
                         "program pins a format keeps it")
@@ -59,10 +59,10 @@ def _add_demo(sub) -> None:
     _add_model_option(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
     p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
-    p.add_argument("--budget", type=int, default=60,
-                   help="then optimize the prompt with GRPO for this many metric calls and show baseline → optimized "
-                        "on the held-out test split, with the learned instruction and demos (0: only the baseline run; "
-                        "default: %(default)s)")
+    p.add_argument("--budget", type=int, default=100,
+                   help="then optimize the program with GRPO for this many metric calls, starting from DSPy's default "
+                        "ChatAdapter, and show starting → optimized on the held-out test split with the format, "
+                        "instruction and demos GRPO chose (0: only the first run; default: %(default)s)")
     p.set_defaults(handler=_run_demo)
 
 
@@ -73,7 +73,8 @@ def _run_demo(args) -> int:
     if args.budget:
         from dspyrl.optimize import optimize_program
 
-        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads, adapter="auto")
+        # From DSPy's default format, which this model cannot follow: the format is one of the things GRPO learns.
+        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads, adapter=None)
     return 0
 
 
