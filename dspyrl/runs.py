@@ -89,8 +89,8 @@ def save_program(program, path: str | Path) -> Path:
         formats = predictor_formats(program)
         if formats:
             state = json.loads(Path(tmp).read_text())
-            for name, value in formats.items():
-                state[name][FORMAT_ATTRIBUTE] = value
+            for name, value in formats.items():  # a bare Predict's state is the whole file, not a "self" entry
+                (state if name == "self" else state[name])[FORMAT_ATTRIBUTE] = value
             Path(tmp).write_text(json.dumps(state, indent=2, ensure_ascii=False))
         os.replace(tmp, target)
     except BaseException:

@@ -62,3 +62,19 @@ def test_local_lora_grpo_example(tmp_path, tiny_model_dir):
         "DSPYRL_MODEL": str(tiny_model_dir), "DSPYRL_STEPS": "2", "DSPYRL_TRAIN_HEAD": "1"})
     assert "val reward: before" in out and "served adapter says:" in out
     assert (tmp_path / "runs/lora_math/adapter/adapter_config.json").is_file()
+
+
+def test_the_readme_library_snippet_runs(tmp_path, tiny_model_dir):
+    """README.md's Python block, as written, with only the model (the tiny one) and the budget swapped in."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    snippet = readme.split("## The library", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'dspyrl.local_lm("smollm2")' in snippet and "max_metric_calls=150" in snippet
+    snippet = snippet.replace('dspyrl.local_lm("smollm2")', f'dspyrl.local_lm({str(tiny_model_dir)!r})')
+    snippet = snippet.replace("max_metric_calls=150", "max_metric_calls=40")
+    script = tmp_path / "readme_snippet.py"
+    script.write_text(snippet)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=dict(os.environ), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "sentiment.json").is_file() and (tmp_path / "runs/sent-lib/metrics.jsonl").is_file()
+    assert "beats" in result.stdout or "no significant difference" in result.stdout

@@ -82,6 +82,13 @@ def test_the_choice_survives_dspy_save_and_load(tmp_path):
     set_format(loaded.classify, None)
     assert not hasattr(loaded.classify, FORMAT_ATTRIBUTE) and predictor_formats(loaded) == {}
 
+    single = dspy.Predict(Sentiment)  # a bare Predict: DSPy saves its state as the whole file
+    set_format(single, "choice")
+    path = RunFolder(tmp_path / "single").save_program(single)
+    loaded = dspy.Predict(Sentiment)
+    loaded.load(str(path))
+    assert predictor_formats(loaded) == {"self": "choice"}
+
 
 def test_a_format_that_does_not_apply_is_refused():
     with pytest.raises(ValueError, match="does not apply"):
