@@ -7,6 +7,7 @@ their traceback. Heavy imports happen inside the handlers so `dspyrl --help` is 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -270,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # DSPy logs one warning per completion cut off at max_tokens: with a small model that is a wall of text over the
+    # progress bars. The commands count truncated calls in their tables and run folders instead.
+    lm_logger = logging.getLogger("dspy.clients.lm")
+    lm_logger.addFilter(_drop_truncation_warnings)
     try:
         return int(args.handler(args) or 0)
     except DspyrlError as err:
@@ -278,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dspyrl {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        lm_logger.removeFilter(_drop_truncation_warnings)
+
+
+def _drop_truncation_warnings(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("LM response was truncated")
 
 
 if __name__ == "__main__":

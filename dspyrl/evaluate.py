@@ -14,7 +14,6 @@ training score mean the same thing. Files are written atomically (temp file, fsy
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import time
@@ -84,15 +83,9 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     console.print(f"[bold]dspyrl eval[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan]"
                   f"{f' (judge {config.judge})' if config.judge else ''}, {len(examples)} examples"
                   f"{f' from {config.data}' if config.data else ''}")
-    # DSPy logs a warning per truncated completion, which buries the progress bar; the table reports the count.
-    lm_logger = logging.getLogger("dspy.clients.lm")
-    lm_logger.addFilter(_drop_truncation_warnings)
-    try:
-        batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
-                             adapter=format_adapter(config.format, lm),
-                             failure_reward=config.failure_reward, description=f"eval {spec.name}")
-    finally:
-        lm_logger.removeFilter(_drop_truncation_warnings)
+    batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
+                         adapter=format_adapter(config.format, lm), failure_reward=config.failure_reward,
+                         description=f"eval {spec.name}")
 
     summary = summarize(batch, examples, component_names=list(getattr(reward, "weights", {}) or []))
     summary.update(program=spec.name, model=config.model, judge=config.judge, data=config.data or "(program's own)",
@@ -168,10 +161,6 @@ def summary_table(summary: dict[str, Any]):
     table.add_row("latency median / p90", f"{summary['latency_median_s']:.2f} s / {summary['latency_p90_s']:.2f} s")
     table.add_row("wall time", f"{summary['wall_s']:.1f} s")
     return table
-
-
-def _drop_truncation_warnings(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("LM response was truncated")
 
 
 def _counts(counts: dict[str, int]) -> str:
