@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from dspyrl.runs import write_json_atomic
+from dspyrl.runs import save_program, write_json_atomic
 
 METHODS = ("grpo", "dpo")
 ADAPTERS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
@@ -29,6 +29,7 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
     import dspy
 
     from dspyrl.adapters import adapter_choices_for
+    from dspyrl.adapters.per_predictor import set_format
     from dspyrl.data import split_examples
     from dspyrl.errors import ConfigError
     from dspyrl.lm import lm_from_spec
@@ -75,6 +76,11 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
     started = time.perf_counter()
     optimized = optimizer.compile(student, trainset=train, valset=val)
     train_s = time.perf_counter() - started
+    # The weights learnt to answer in this format: the saved program keeps it, so `dspyrl compare` and `dspyrl eval`
+    # of the run folder ask the model the way it was trained.
+    for _, predictor in optimized.named_predictors():
+        set_format(predictor, adapter)
+    save_program(optimized, out / "program.json")
     tuned_lm = next(p.lm for _, p in optimized.named_predictors())
     with console.status("scoring the fine-tuned program on the test split…"), dspy.context(adapter=dspy_adapter):
         after = evaluate(optimized, test, reward, tuned_lm, num_threads=threads)

@@ -254,6 +254,7 @@ def test_cli_finetune_writes_a_run_with_a_servable_adapter(tiny_model_dir, tmp_p
     assert summary["rollout"] == "predictor"
     assert {"score", "n", "failures"} <= set(summary["test_before"]) and summary["test_after"]["n"] == 14
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "program.json").is_file()
+    assert json.loads((out / "program.json").read_text())["dspyrl_format"] == "compact"  # as it was trained
     assert [m["step"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]
     printed = capsys.readouterr().out
     assert "LoRA GRPO" in printed and f"--adapter {out / 'adapter'}" in printed.replace("\n", "")
