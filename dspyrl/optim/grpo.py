@@ -1,7 +1,9 @@
 """`dspyrl.GRPO`: a DSPy teleprompter that optimizes a program's prompts with group-relative policy optimization.
 
     optimized = GRPO(reward, max_metric_calls=300).compile(program, trainset=train, valset=val)
-    optimized.save("program.json")            # DSPy's own format; dspy.Module.load reads it back
+    dspyrl.save_program(optimized, "program.json")   # DSPy's own JSON + the learned format; program.load() reads it
+    with dspyrl.use_predictor_formats(optimized):    # run it by hand with the format chosen per predictor
+        optimized(review="...")
 
 One step, read top to bottom in `compile`:
   1. take `batch_size` training examples; for each, sample `group_size` prompt choices from the PromptPolicy
