@@ -52,7 +52,7 @@ class PredictorFormats(dspy.Adapter, BaseCallback):
         super().__init__()
         self.fallback = fallback or dspy.ChatAdapter()
         self._active = threading.local()
-        self._adapters: dict[tuple[int, str], dspy.Adapter] = {}
+        self._adapters: dict[str, dspy.Adapter] = {}
         self._lock = threading.Lock()
 
     def _stack(self) -> list:
@@ -77,11 +77,10 @@ class PredictorFormats(dspy.Adapter, BaseCallback):
         name = getattr(predictor, FORMAT_ATTRIBUTE, None) if predictor is not None else None
         if not name:
             return self.fallback
-        key = (id(predictor.signature), name)
-        with self._lock:
-            if key not in self._adapters:
-                self._adapters[key] = adapter_choices_for(predictor.signature)[name]()
-            return self._adapters[key]
+        with self._lock:  # adapters hold no per-call state: one of each name serves every predictor
+            if name not in self._adapters:
+                self._adapters[name] = adapter_choices_for(predictor.signature)[name]()
+            return self._adapters[name]
 
     def _current(self) -> dspy.Adapter:
         stack = self._stack()
