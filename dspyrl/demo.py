@@ -16,8 +16,8 @@ def run_demo(model: str = "smollm2", limit: int | None = None, threads: int = 4,
     console = Console()
     spec = load_program_file(program)
     examples = spec.load_examples()[:limit] if limit else spec.load_examples()
-    console.print(f"[bold]dspyrl demo[/bold]: program [cyan]{spec.name}[/cyan] ({spec.description}) on [cyan]{model}[/cyan], "
-                  f"{len(examples)} examples")
+    console.print(f"[bold]dspyrl demo[/bold]: program [cyan]{spec.name}[/cyan] on [cyan]{model}[/cyan], {len(examples)} "
+                  f"examples, constrained choice — {spec.description}")
     with console.status("loading the model…"):
         lm = lm_from_spec(model, temperature=0.0, max_tokens=64)
     # Small local models cannot follow DSPy's default chat format (measured: chance accuracy, parse failures), but they
