@@ -61,8 +61,8 @@ def _add_demo(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
     p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
     p.add_argument("--budget", type=int, default=100,
-                   help="then optimize the program with GRPO for this many metric calls, starting from DSPy's default "
-                        "ChatAdapter, and show starting → optimized on the held-out test split with the format, "
+                   help="then optimize the program with GRPO for this many metric calls, starting from DSPy's "
+                        "ChatAdapter (without its JSON retry), and show starting → optimized on the held-out test split with the format, "
                         "instruction and demos GRPO chose (0: only the first run; default: %(default)s)")
     p.set_defaults(handler=_run_demo)
 
@@ -74,8 +74,10 @@ def _run_demo(args) -> int:
     if args.budget:
         from dspyrl.optimize import optimize_program
 
-        # From DSPy's default format, which this model cannot follow: the format is one of the things GRPO learns.
-        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads, adapter=None)
+        # From DSPy's ChatAdapter, which this model cannot follow: the format is one of the things GRPO learns. Without
+        # the adapter's JSON retry: it rescues about half the replies at twice the cost (57% on the test split, and the
+        # demo took ~100 s longer).
+        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads, adapter="chat")
     return 0
 
 
