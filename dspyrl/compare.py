@@ -80,17 +80,30 @@ def resolve_arm(spec: str, *, program_file, model: str = "smollm2", lm_kwargs: d
         program = _load_saved_program(program_file, saved) if saved.is_file() else program_file.build_program()
         return Arm(program, lm_for(model, adapter), name=path.name,
                    description=f"{program_file.name} program from {saved if saved.is_file() else 'its file'} on {model}"
-                               + (f" + LoRA adapter {adapter}" if adapter else ""))
+                               + (f" + LoRA adapter {adapter}" if adapter else "") + _formats_note(program))
     if path.suffix == ".json":
         if not path.is_file():
             raise ConfigError(f"saved program {path} does not exist")
-        return Arm(_load_saved_program(program_file, path), lm_for(model), name=path.stem,
-                   description=f"{program_file.name} program from {path} on {model}")
+        program = _load_saved_program(program_file, path)
+        return Arm(program, lm_for(model), name=path.stem,
+                   description=f"{program_file.name} program from {path} on {model}{_formats_note(program)}")
     if path.suffix == ".py" or (spec.startswith((".", "/", "~")) and not path.exists()):
         raise ConfigError(f"arm '{spec}' is neither a model, a saved program (.json), a run folder nor an adapter folder",
                           hint="the program file itself goes to --program")
     return Arm(program_file.build_program(), lm_for(spec), name=spec,
                description=f"{program_file.name} program as written, on {spec}")
+
+
+def _formats_note(program) -> str:
+    """', format: choice' for a saved program whose predictors pin their format (see dspyrl.adapters.per_predictor)."""
+    from dspyrl.adapters.per_predictor import predictor_formats
+
+    formats = predictor_formats(program)
+    if not formats:
+        return ""
+    if len(formats) == 1:
+        return f", format: {next(iter(formats.values()))}"
+    return ", formats: " + ", ".join(f"{name} {value}" for name, value in formats.items())
 
 
 def _load_saved_program(program_file, path: Path) -> dspy.Module:
