@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 from dspyrl.errors import DspyrlError
 
@@ -277,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     # progress bars. The commands count truncated calls in their tables and run folders instead.
     lm_logger = logging.getLogger("dspy.clients.lm")
     lm_logger.addFilter(_drop_truncation_warnings)
+    # transformers 5 deprecates names that TRL and PEFT still call (`is_gradient_checkpointing`, ...): the warnings
+    # are for those libraries' authors, not for someone running `dspyrl finetune`.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     try:
         return int(args.handler(args) or 0)
     except DspyrlError as err:
