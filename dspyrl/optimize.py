@@ -82,7 +82,7 @@ def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judg
 
 
 def show_story(console: Console, summary: dict, optimized) -> None:
-    adapter = f" ({summary['adapter']})" if summary.get("adapter") else ""
+    adapter = f" (starting format: {summary['adapter']})" if summary.get("adapter") else ""
     table = Table(title=f"{summary['program']} on {summary['model']}{adapter}: held-out test split")
     for column in ("program", "test score", "failed runs", "metric calls", "wall time"):
         table.add_column(column, justify="right")
