@@ -46,6 +46,7 @@ def _run_serve(args) -> int:
 
 
 def _add_format_option(p, what: str) -> None:
+    # The names are dspyrl.adapters.FORMATS, spelt out here: importing it imports dspy, and `--help` stays instant.
     p.add_argument("--format", default=None,
                    choices=("chat", "json", "compact", "choice", "auto"),
                    help=f"{what}: chat (DSPy's ChatAdapter without its JSON retry; default: DSPy's own), json, compact (short plain text, lenient "

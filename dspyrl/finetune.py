@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from dspyrl.runs import save_program, write_json_atomic
+from dspyrl.runs import write_json_atomic
 
 METHODS = ("grpo", "dpo")
 ADAPTERS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
@@ -26,9 +26,7 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
                      adapter: str = "chat", seed: int = 0, threads: int = 4, max_tokens: int = 128,
                      console: Console | None = None, **settings) -> dict:
     """Run the whole story for a program file and print it; returns the summary (also saved as summary.json)."""
-    import dspy
-
-    from dspyrl.adapters import adapter_choices_for
+    from dspyrl.adapters import format_adapter
     from dspyrl.adapters.per_predictor import set_format
     from dspyrl.data import split_examples
     from dspyrl.errors import ConfigError
@@ -55,8 +53,11 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
         judge_lm = lm_from_spec(judge, temperature=0.0) if judge else None
     reward = spec.build_reward(judge_lm=judge_lm)
     student = spec.build_program()
-    predictor = next(p for _, p in student.named_predictors())
-    dspy_adapter = adapter_choices_for(predictor.signature)[adapter]()
+    dspy_adapter = format_adapter(adapter)
+    # The weights learn to answer in this format: pinned on the student, every scoring run here uses it, and the saved
+    # program keeps it, so `dspyrl compare` of the run folder asks the tuned model the way it was trained.
+    for _, predictor in student.named_predictors():
+        set_format(predictor, adapter)
     if method == "grpo":
         from dspyrl.optim.lora import LoraGRPO
 
@@ -71,18 +72,13 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
     local_model_of(student, lm)
     optimizer.check(student, train)
 
-    with console.status("scoring the starting program on the test split…"), dspy.context(adapter=dspy_adapter):
+    with console.status("scoring the starting program on the test split…"):
         before = evaluate(student, test, reward, lm, num_threads=threads)
     started = time.perf_counter()
     optimized = optimizer.compile(student, trainset=train, valset=val)
     train_s = time.perf_counter() - started
-    # The weights learnt to answer in this format: the saved program keeps it, so `dspyrl compare` and `dspyrl eval`
-    # of the run folder ask the model the way it was trained.
-    for _, predictor in optimized.named_predictors():
-        set_format(predictor, adapter)
-    save_program(optimized, out / "program.json")
     tuned_lm = next(p.lm for _, p in optimized.named_predictors())
-    with console.status("scoring the fine-tuned program on the test split…"), dspy.context(adapter=dspy_adapter):
+    with console.status("scoring the fine-tuned program on the test split…"):
         after = evaluate(optimized, test, reward, tuned_lm, num_threads=threads)
 
     result = optimizer.result

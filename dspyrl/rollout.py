@@ -216,7 +216,7 @@ class _CallRecorder(BaseCallback):
             entry = history[-1]
             usage = entry.get("usage") or {}  # empty on a cache hit: a cached answer costs no tokens
             with self._lock:
-                self.truncated += _finish_reason(entry.get("response")) == "length"
+                self.truncated += finish_reason(entry.get("response")) == "length"
                 self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
                 self.completion_tokens += int(usage.get("completion_tokens") or 0)
                 self.cost += float(entry.get("cost") or 0.0) if usage else 0.0
@@ -327,7 +327,7 @@ def _rollout(program, example, i, s, reward, rollout_lm, adapter, configure, fai
     return rollout, recorder
 
 
-def _finish_reason(response: Any) -> str | None:
+def finish_reason(response: Any) -> str | None:
     """finish_reason of a history entry's response: an lm15 Response, or a LiteLLM/OpenAI-style one."""
     if response is None:
         return None

@@ -151,15 +151,15 @@ def _stopped_at_max_tokens(lm, count: int) -> list[bool]:
 
     DSPy's history holds one entry per call; its response is one response with `count` choices (LiteLLM) or a tuple
     of `count` responses (engine API, as our local models answer n)."""
-    from dspyrl.rollout import _finish_reason
+    from dspyrl.rollout import finish_reason
 
     history = getattr(lm, "history", None) or []
     response = history[-1].get("response") if history else None
     if isinstance(response, (tuple, list)):
-        reasons = [_finish_reason(r) for r in response]
+        reasons = [finish_reason(r) for r in response]
     else:
         choices = getattr(response, "choices", None) or []
-        reasons = [getattr(c, "finish_reason", None) for c in choices] or [_finish_reason(response)]
+        reasons = [getattr(c, "finish_reason", None) for c in choices] or [finish_reason(response)]
     if len(reasons) != count:
         return [False] * count  # cannot tell which is which: keep the other filters only
     return [reason == "length" for reason in reasons]
