@@ -85,10 +85,10 @@ def curve(steps: int, lr: float, temperature: float, adapter_name: str, out: Pat
 
     from dspyrl.data import split_examples
     from dspyrl.lm import local_lm
-    from dspyrl.optim.lora import LoraGRPO
-    from dspyrl.optim.training import program_lm, without_lms
+    from dspyrl.optim.weights.grpo import LoraGRPO
+    from dspyrl.optim.weights.base import program_lm, without_lms
     from dspyrl.rollout import run_rollouts
-    from programs import math_xml
+    from dspyrl_programs import math_xml
 
     console = Console()
     train, _, test = split_examples(math_xml.load_examples(), seed=0)
@@ -189,8 +189,8 @@ def overhead(steps: int, rounds: int, temperature: float, adapter_name: str, out
 
     from dspyrl.data import split_examples
     from dspyrl.lm.models import resolve_model_path
-    from dspyrl.optim.lora import predictor_messages
-    from programs import math_xml
+    from dspyrl.optim.weights.grpo import predictor_messages
+    from dspyrl_programs import math_xml
 
     console = Console()
     train, _, _ = split_examples(math_xml.load_examples(), seed=0)
@@ -301,8 +301,8 @@ def _ours(job: dict) -> list[dict]:
     """The same run through dspyrl: math_xml's program and reward, LoraGRPO with the same settings."""
     from dspyrl.data import split_examples
     from dspyrl.lm import local_lm
-    from dspyrl.optim.lora import LoraGRPO
-    from programs import math_xml
+    from dspyrl.optim.weights.grpo import LoraGRPO
+    from dspyrl_programs import math_xml
 
     train, _, _ = split_examples(math_xml.load_examples(), seed=0)
     trl = job["trl"]
@@ -322,7 +322,7 @@ def _ours(job: dict) -> list[dict]:
 def _adapter(name: str):
     import dspy
 
-    from dspyrl.adapters import CompactAdapter
+    from dspyrl.formats import CompactAdapter
 
     return CompactAdapter() if name == "compact" else dspy.ChatAdapter()
 

@@ -81,7 +81,7 @@ def _fields(module):
 def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, budget: int, seed: int, threads: int,
                   learn_format: bool = True):
     if name == "grpo":
-        from dspyrl.optim.grpo import GRPO
+        from dspyrl.optim.prompts.grpo import GRPO
 
         return GRPO(metric, lm=lm, max_metric_calls=budget, seed=seed, num_threads=threads, learn_format=learn_format,
                     progress=False).compile(student, trainset=train, valset=val)
@@ -160,14 +160,14 @@ def main(argv=None) -> int:
 
     from dspyrl.data import split_examples
     from dspyrl.lm import lm_from_spec
-    from dspyrl.programs import load_program_file
+    from dspyrl.program_file import load_program_file
 
     console = Console(width=170)
     lm = lm_from_spec(args.model, temperature=0.0, max_tokens=args.max_tokens)
     if args.adapter == "chat":
         adapter = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
     else:
-        from dspyrl.adapters import format_adapter
+        from dspyrl.formats import format_adapter
 
         adapter = format_adapter(args.adapter, lm)
     rows, results = [], []

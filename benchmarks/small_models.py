@@ -30,7 +30,7 @@ MODES = ("chat", "compact", "choice")
 
 def run_cell(program_file, examples, demos, mode: str, lm, threads: int) -> dict:
     """One (program, demos, mode) cell of the table."""
-    from dspyrl.adapters import adapter_choices_for
+    from dspyrl.formats import adapter_choices_for
     from dspyrl.rollout import run_rollouts
 
     program = program_file.build_program()
@@ -72,10 +72,10 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dspyrl.adapters import choice_outputs, label_balanced_demos
+    from dspyrl.formats import choice_outputs, label_balanced_demos
     from dspyrl.data import split_examples
     from dspyrl.lm import local_lm
-    from dspyrl.programs import load_program_file
+    from dspyrl.program_file import load_program_file
 
     if args.torch_threads:
         import torch

@@ -1,14 +1,14 @@
 """dspyrl: GRPO for DSPy programs — optimize prompts and LoRA weights from rewards, and prove the gain."""
 
-from dspyrl.adapters import ChoiceAdapter, CompactAdapter
-from dspyrl.adapters.per_predictor import use_predictor_formats
+from dspyrl.formats import ChoiceAdapter, CompactAdapter
+from dspyrl.formats.per_predictor import use_predictor_formats
 from dspyrl.compare import ModelComparator
 from dspyrl.data import load_examples, split_examples
 from dspyrl.errors import DspyrlError
 from dspyrl.lm import local_lm, openai_compatible, openrouter
-from dspyrl.optim.dpo import DPO, LoraDPOConfig
-from dspyrl.optim.grpo import GRPO, GRPOConfig
-from dspyrl.optim.lora import LoraGRPO, LoraGRPOConfig
+from dspyrl.optim.weights.dpo import DPO, LoraDPOConfig
+from dspyrl.optim.prompts.grpo import GRPO, GRPOConfig
+from dspyrl.optim.weights.grpo import LoraGRPO, LoraGRPOConfig
 from dspyrl.optim.schedule import Schedule
 from dspyrl.rewards import RewardModule, RewardResult, WeightedReward
 from dspyrl.rollout import run_rollouts

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import dspy
 from dspy.utils.callback import BaseCallback
 
-from dspyrl.adapters.per_predictor import PredictorFormats, predictor_formats
+from dspyrl.formats.per_predictor import PredictorFormats, predictor_formats
 from dspyrl.errors import ConfigError
 from dspyrl.rewards.combine import RewardResult, to_reward_result
 

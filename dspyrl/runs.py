@@ -78,7 +78,7 @@ def save_program(program, path: str | Path) -> Path:
     """DSPy's own `program.save(path)` (state JSON), plus each predictor's learned format (`dspyrl_format`), which DSPy
     does not save but its `load` restores (Predict.load_state sets unknown state keys as attributes). Written through
     a temporary file, so a crash never leaves half a program."""
-    from dspyrl.adapters.per_predictor import FORMAT_ATTRIBUTE, predictor_formats
+    from dspyrl.formats.per_predictor import FORMAT_ATTRIBUTE, predictor_formats
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ import dspy
 import dspyrl
 from dspyrl.compare import Arm
 from dspyrl.data import split_examples
-from dspyrl.programs import load_program_file
+from dspyrl.program_file import load_program_file
 
 sentiment = load_program_file("sentiment")
 _, _, test = split_examples(sentiment.load_examples(), seed=0)

@@ -15,8 +15,8 @@ import httpx
 import dspyrl
 from dspyrl.data import split_examples
 from dspyrl.lm.server import serve_in_thread
-from dspyrl.optim.lora import LoraGRPO
-from dspyrl.programs import load_program_file
+from dspyrl.optim.weights.grpo import LoraGRPO
+from dspyrl.program_file import load_program_file
 
 model = os.environ.get("DSPYRL_MODEL", "smollm2")
 dspy.configure(lm=dspyrl.local_lm(model, max_tokens=64))  # the program's local model is the one that is trained

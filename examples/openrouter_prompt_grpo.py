@@ -15,7 +15,7 @@ import dspy
 
 import dspyrl
 from dspyrl.data import split_examples
-from dspyrl.programs import load_program_file
+from dspyrl.program_file import load_program_file
 from dspyrl.rollout import run_rollouts
 
 # 1. The model: OpenRouter through LiteLLM, or any OpenAI-compatible endpoint.

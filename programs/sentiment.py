@@ -1,7 +1,7 @@
 """sentiment: classify a short review as positive or negative.
 
 Our own labelled set of 48 short reviews (24 each), written for this project. The output field is a Literal, so on a
-local model the label can also be chosen by constrained choice (see dspyrl.adapters).
+local model the label can also be chosen by constrained choice (see dspyrl.formats).
 """
 
 from __future__ import annotations

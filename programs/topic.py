@@ -2,7 +2,7 @@
 
 Our own 60 headlines (12 per label), written for this project. A 5-way Literal output: the classification task on which
 DSPy's default ChatAdapter gets 0/40 parseable answers from the embedded SmolLM2, and where the adapter choice
-(see dspyrl.adapters) decides whether a small model is usable at all.
+(see dspyrl.formats) decides whether a small model is usable at all.
 """
 
 from __future__ import annotations

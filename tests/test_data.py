@@ -14,7 +14,7 @@ import pytest
 from dspyrl.cli import main
 from dspyrl.data import DataSpec, load_examples, split_examples
 from dspyrl.errors import DataError
-from dspyrl.programs import load_program_file
+from dspyrl.program_file import load_program_file
 
 BAD = Path(__file__).parent / "data" / "bad"
 CASES = json.loads((BAD / "cases.json").read_text())

@@ -15,7 +15,7 @@ Two things make it fast on a CPU:
 log-probability given the prompt (prompt once, then all candidates in one batched forward over the prompt's KV cache;
 concurrent requests are scored together, like generations)
 instead of generating: the argmax at temperature 0, a draw from softmax(logprob / temperature) otherwise. Small
-models that cannot follow an output format can still rank a handful of well-formed answers (see dspyrl.adapters).
+models that cannot follow an output format can still rank a handful of well-formed answers (see dspyrl.formats).
 """
 
 from __future__ import annotations

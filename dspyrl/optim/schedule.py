@@ -33,7 +33,7 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
 from dspyrl.errors import ConfigError
-from dspyrl.optim.training import program_lm, without_lms
+from dspyrl.optim.weights.base import program_lm, without_lms
 from dspyrl.runs import RunFolder
 
 PHASE_KINDS = ("prompts", "lora", "dpo")
@@ -74,9 +74,9 @@ class Schedule(Teleprompter):
                  prompts=None, lora=None, dpo=None, run_dir=None, resume: bool = False, progress: bool = True,
                  callbacks=()):
         super().__init__()
-        from dspyrl.optim.dpo import LoraDPOConfig
-        from dspyrl.optim.grpo import GRPOConfig
-        from dspyrl.optim.lora import LoraGRPOConfig
+        from dspyrl.optim.weights.dpo import LoraDPOConfig
+        from dspyrl.optim.prompts.grpo import GRPOConfig
+        from dspyrl.optim.weights.grpo import LoraGRPOConfig
 
         self.reward = reward
         self.phases = parse_phases(phases)
@@ -133,7 +133,7 @@ class Schedule(Teleprompter):
         config = dataclasses.replace(self.configs[phase.kind], **phase.settings)
         common = dict(run_dir=folder, resume=resume, progress=self.progress, callbacks=self.step_callbacks)
         if phase.kind == "prompts":
-            from dspyrl.optim.grpo import GRPO
+            from dspyrl.optim.prompts.grpo import GRPO
 
             if any(p.kind != "prompts" for p in self.phases):
                 # weights phases train on the schedule's one adapter; a per-predictor format learnt by a prompts phase
@@ -146,11 +146,11 @@ class Schedule(Teleprompter):
             history = optimizer.state.val_history
             return (history[0]["score"] if history else None), optimized, optimizer.state.best["score"]
         if phase.kind == "lora":
-            from dspyrl.optim.lora import LoraGRPO
+            from dspyrl.optim.weights.grpo import LoraGRPO
 
             optimizer = LoraGRPO(self.reward, config, lm=lm, adapter=self.adapter, **common)
         else:
-            from dspyrl.optim.dpo import DPO
+            from dspyrl.optim.weights.dpo import DPO
 
             optimizer = DPO(self.reward, config, lm=lm, adapter=self.adapter, **common)
         optimized = optimizer.compile(program, trainset=trainset, valset=valset)

@@ -7,8 +7,8 @@ import httpx
 import pytest
 from scipy.stats import chisquare
 
-from dspyrl.adapters import ChoiceAdapter
-from dspyrl.adapters.choice import guided_choice_request
+from dspyrl.formats import ChoiceAdapter
+from dspyrl.formats.choice import guided_choice_request
 from dspyrl.lm import local_lm, openai_compatible
 from dspyrl.lm.local import local_engine
 from dspyrl.lm.server import serve_in_thread

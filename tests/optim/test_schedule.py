@@ -9,11 +9,11 @@ import pytest
 
 from dspyrl.errors import ConfigError
 from dspyrl.lm import local_lm
-from dspyrl.optim.dpo import LoraDPOConfig
-from dspyrl.optim.grpo import GRPOConfig
-from dspyrl.optim.lora import LoraGRPOConfig
+from dspyrl.optim.weights.dpo import LoraDPOConfig
+from dspyrl.optim.prompts.grpo import GRPOConfig
+from dspyrl.optim.weights.grpo import LoraGRPOConfig
 from dspyrl.optim.schedule import Phase, Schedule, parse_phases
-from tests.optim.test_lora import RawAdapter, digit_share, questions
+from tests.optim.weights.test_grpo import RawAdapter, digit_share, questions
 
 LORA = dict(learning_rate=0.05, max_completion_length=8, beta=0.0, modules_to_save=["lm_head"], lora_r=4, num_threads=2)
 

@@ -1,0 +1,5 @@
+import sys
+
+from dspyrl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,230 @@
+"""`dspyrl eval`: score a program on a dataset, show one table, and leave a run folder behind.
+
+    runs/<name>/
+      config.json      what was evaluated: program, data, model, judge, sampling (never an API key)
+      results.jsonl    one line per example: inputs, gold, prediction, reward and components, error, tokens, latency,
+                       and every predictor call (messages, completion, parsed outputs)
+      summary.json     mean reward with a 95% interval, each component, failures by type, tokens, cost, wall time
+      program.json     the evaluated program in DSPy's own save format
+
+Every run goes through `dspyrl.rollout.run_rollouts`, the same engine the optimizers use, so an eval score and a
+training score mean the same thing. Files are written atomically (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dspyrl.errors import ConfigError
+from dspyrl.cli.options import add_format_option, add_model_option
+
+
+@dataclass
+class EvalConfig:
+    """What `dspyrl eval` evaluates and how."""
+
+    program: str  # a ready program's name or a path to a program file
+    data: str | None = None  # a dataset file (JSONL, CSV, HF dataset); default: the program's own examples
+    split: str | None = None  # split of a Hugging Face dataset folder
+    model: str = "smollm2"  # see `dspyrl.lm.lm_from_spec`
+    judge: str | None = None  # the judge's model, for programs whose reward uses one
+    out: str | None = None  # run folder; default runs/eval-<program>-<time>
+    threads: int = 4
+    limit: int | None = None  # only the first N examples
+    temperature: float = 0.0
+    max_tokens: int = 256
+    failure_reward: float = 0.0
+    overwrite: bool = False
+    format: str | None = None  # a --format name (dspyrl.formats.FORMATS); None: the context's adapter
+
+
+def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dict[str, Any]:
+    """Run the evaluation; returns the summary (also written to <out>/summary.json). `lm`/`judge_lm` override the
+    model specs with ready dspy.LM objects (used by tests and by callers that already hold an LM)."""
+    from rich.console import Console
+
+    from dspyrl.formats import format_adapter
+    from dspyrl.data import DataSpec, load_examples
+    from dspyrl.lm import lm_from_spec
+    from dspyrl.program_file import load_program_file
+    from dspyrl.rollout import run_rollouts
+
+    console = console or Console()
+    if config.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {config.threads}")
+    if config.limit is not None and config.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {config.limit}")
+    out = Path(config.out or f"runs/eval-{Path(config.program).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out / "summary.json").exists() and not config.overwrite:
+        raise ConfigError(f"run folder {out} already holds an evaluation", hint="choose another --out or pass --overwrite")
+
+    spec = load_program_file(config.program)
+    program = spec.build_program()
+    own_examples = spec.load_examples()
+    if config.data:
+        examples = load_examples(config.data, DataSpec.from_examples(own_examples), split=config.split)
+    else:
+        examples = own_examples
+    if config.limit:
+        examples = examples[: config.limit]
+
+    if lm is None:
+        with console.status(f"loading {config.model}…"):
+            lm = lm_from_spec(config.model, temperature=config.temperature, max_tokens=config.max_tokens)
+    if judge_lm is None and config.judge:
+        judge_lm = lm_from_spec(config.judge, temperature=0.0, max_tokens=config.max_tokens)
+    reward = spec.build_reward(judge_lm=judge_lm)
+
+    console.print(f"[bold]dspyrl eval[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan]"
+                  f"{f' (judge {config.judge})' if config.judge else ''}, {len(examples)} examples"
+                  f"{f' from {config.data}' if config.data else ''}")
+    batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
+                         adapter=format_adapter(config.format, lm), failure_reward=config.failure_reward,
+                         description=f"eval {spec.name}")
+
+    summary = summarize(batch, examples, component_names=list(getattr(reward, "weights", {}) or []))
+    summary.update(program=spec.name, model=config.model, judge=config.judge, data=config.data or "(program's own)",
+                   run_folder=str(out))
+    judges = _judges(reward)
+    if judges:
+        summary["judge_stats"] = {name: {"judgements": j.stats.judgements, "cache_hits": j.stats.cache_hits,
+                                         "lm_attempts": j.stats.lm_attempts, "failures": j.stats.failures,
+                                         "failure_rate": j.stats.failure_rate,
+                                         "inconsistency_rate": j.stats.inconsistency_rate}
+                                  for name, j in judges.items()}
+
+    from dspyrl.runs import save_program, scrub_secrets, write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", scrub_secrets({**asdict(config), "out": str(out)}))
+    _write_text_atomic(out / "results.jsonl", "".join(
+        json.dumps(_result_row(rollout, examples[rollout.example_index]), default=str) + "\n"
+        for rollout in batch.rollouts))
+    save_program(program, out / "program.json")
+    write_json_atomic(out / "summary.json", summary)
+    console.print(summary_table(summary))
+    console.print(f"run folder: {out}")
+    return summary
+
+
+def summarize(batch, examples, component_names: list[str] | None = None) -> dict[str, Any]:
+    """The numbers of one evaluation: mean reward and its 95% interval, components, failures, tokens, cost, time.
+
+    The interval is a seeded percentile bootstrap of the mean: it stays inside the rewards' range (a t-interval of 4
+    binary rewards ran from -0.42 to 1.42)."""
+    from dspyrl.compare.stats import bootstrap_ci
+
+    rewards = [r.reward.total for r in batch.rollouts]
+    n = len(rewards)
+    mean = sum(rewards) / n if n else 0.0
+    ci95 = list(bootstrap_ci(rewards, seed=0)) if n > 1 else None
+    latencies = sorted(r.latency_s for r in batch.rollouts)
+    return {
+        "examples": len(examples), "rollouts": n, "mean_reward": mean,
+        "ci95": ci95,
+        "components": batch.component_means(component_names),
+        "failures": batch.failures, "failure_rate": batch.failures / n if n else 0.0,
+        "reward_failures": batch.reward_failures, "error_types": batch.error_types,
+        "lm_calls": batch.lm_calls, "truncated": batch.truncated, "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
+        "cost": batch.cost, "wall_s": batch.wall_s,
+        "latency_median_s": latencies[n // 2] if n else 0.0,
+        "latency_p90_s": latencies[min(n - 1, int(0.9 * n))] if n else 0.0,
+    }
+
+
+def summary_table(summary: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"{summary.get('program', '')} on {summary.get('model', '')}", show_header=True)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    ci = summary.get("ci95")
+    table.add_row("examples", str(summary["examples"]))
+    table.add_row("mean reward", f"{summary['mean_reward']:.3f}" + (f"  [{ci[0]:.3f}, {ci[1]:.3f}] 95%" if ci else ""))
+    for name, value in summary["components"].items():
+        table.add_row(f"  {name}", f"{value:.3f}")
+    table.add_row("failures (LM / parse)", f"{summary['failures']} ({summary['failure_rate']:.0%})"
+                  + (f"  {_counts(summary['error_types'])}" if summary["error_types"] else ""))
+    table.add_row("reward failures (judge)", str(summary["reward_failures"]))
+    for name, stats in (summary.get("judge_stats") or {}).items():
+        table.add_row(f"  {name}: judgements / cached / failed",
+                      f"{stats['judgements']} / {stats['cache_hits']} / {stats['failures']}")
+    table.add_row("LM calls (cut off at max tokens)", f"{summary['lm_calls']} ({summary.get('truncated', 0)})")
+    table.add_row("tokens in / out", f"{summary['prompt_tokens']} / {summary['completion_tokens']}")
+    if summary["cost"]:
+        table.add_row("cost", f"${summary['cost']:.4f}")
+    table.add_row("latency median / p90", f"{summary['latency_median_s']:.2f} s / {summary['latency_p90_s']:.2f} s")
+    table.add_row("wall time", f"{summary['wall_s']:.1f} s")
+    return table
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _result_row(rollout, example) -> dict[str, Any]:
+    row = rollout.to_json()
+    row["inputs"] = dict(example.inputs())
+    row["gold"] = {k: v for k, v in example.items() if k not in row["inputs"]}
+    return row
+
+
+def _judges(reward) -> dict[str, Any]:
+    """The RewardModule judges inside a reward (itself, or components of a WeightedReward)."""
+    from dspyrl.rewards.combine import WeightedReward
+    from dspyrl.rewards.judge import RewardModule
+
+    if isinstance(reward, RewardModule):
+        return {reward.name: reward}
+    if isinstance(reward, WeightedReward):
+        return {c.name: c.reward for c in reward.components if isinstance(c.reward, RewardModule)}
+    return {}
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------- the command line
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score a program on a dataset: mean reward, components, failures, tokens; writes a run folder",
+                       description="Evaluate a program concurrently through the rollout engine, print one table and "
+                                   "write a run folder (config.json, results.jsonl, summary.json, program.json).")
+    p.add_argument("program", help="a ready program name (e.g. sentiment) or a path to a program .py file")
+    p.add_argument("--data", default=None, help="dataset file: .jsonl, .csv, .parquet/.arrow or a datasets save_to_disk "
+                                                "folder (default: the program's own examples)")
+    p.add_argument("--split", default=None, help="split of a Hugging Face dataset folder")
+    add_model_option(p)
+    p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/eval-<program>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
+    p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=256, help="completion limit (default: %(default)s)")
+    add_format_option(p, "prompt format")
+    p.set_defaults(handler=run_command)
+
+
+def run_command(args) -> int:
+    from dspyrl.cli.eval import EvalConfig, evaluate
+
+    evaluate(EvalConfig(program=args.program, data=args.data, split=args.split, model=args.model, judge=args.judge,
+                        out=args.out, threads=args.threads, limit=args.limit, temperature=args.temperature,
+                        max_tokens=args.max_tokens, overwrite=args.overwrite, format=args.format))
+    return 0

@@ -1,0 +1,140 @@
+"""`dspyrl optimize` (and the second half of `dspyrl demo`): baseline → GRPO → optimized, scored on a held-out test split.
+
+The program file's examples are split into train / val / test once (seeded); GRPO learns on train, selects on val, and
+the test split is only touched twice, before and after, so the two scores printed are an honest before/after.
+Everything lands in the run folder: config, metrics.jsonl, checkpoint, program.json and summary.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime
+from pathlib import Path
+
+import dspy
+from rich.console import Console
+from rich.table import Table
+
+from dspyrl.errors import ConfigError
+from dspyrl.runs import write_json_atomic
+from dspyrl.cli.options import add_format_option, add_model_option
+
+
+def evaluate(program, examples, reward, lm, *, num_threads: int = 4) -> dict:
+    """Mean reward of `program` on `examples` (one greedy run each) and how many runs failed."""
+    from dspyrl.rollout import run_rollouts
+
+    batch = run_rollouts(program, examples, reward, lm=lm, num_threads=num_threads, progress=False)
+    rewards = [float(r.reward.total) for r in batch.rollouts]
+    return {"score": sum(rewards) / max(1, len(rewards)), "n": len(rewards),
+            "failures": sum(1 for r in batch.rollouts if r.error), "wall_s": batch.wall_s}
+
+
+def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judge: str | None = None,
+                     reflection_model: str | None = None, budget: int = 150, out: str | None = None,
+                     resume: bool = False, seed: int = 0, threads: int = 4, max_tokens: int = 128,
+                     adapter: str | None = None, console: Console | None = None, **grpo_settings) -> dict:
+    """Run the whole story for a program file and print it; returns the summary (also saved as summary.json).
+
+    `adapter` (a --format name, see dspyrl.formats.FORMATS) formats every run, before, during and after
+    optimization; None keeps DSPy's. GRPO may still pin another format per predictor (GRPOConfig.learn_format)."""
+    from dspyrl.formats import format_adapter
+    from dspyrl.data import split_examples
+    from dspyrl.lm import lm_from_spec
+    from dspyrl.optim.prompts.grpo import GRPO
+    from dspyrl.program_file import load_program_file
+
+    console = console or Console()
+    spec = load_program_file(program)
+    train, val, test = split_examples(spec.load_examples(), seed=seed)
+    out = Path(out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    console.print(f"[bold]dspyrl optimize[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{model}[/cyan] — "
+                  f"{len(train)} train / {len(val)} val / {len(test)} test rows, budget {budget} metric calls, "
+                  f"run folder {out}")
+    with console.status("loading the model…"):
+        lm = lm_from_spec(model, temperature=0.0, max_tokens=max_tokens)
+        judge_lm = lm_from_spec(judge, temperature=0.0) if judge else None
+        reflection_lm = lm_from_spec(reflection_model, temperature=1.0) if reflection_model else None
+    reward = spec.build_reward(judge_lm=judge_lm)
+    student = spec.build_program()
+    chosen_adapter = format_adapter(adapter, lm)
+
+    with dspy.context(adapter=chosen_adapter) if chosen_adapter is not None else contextlib.nullcontext():
+        with console.status("scoring the starting program on the test split…"):
+            before = evaluate(student, test, reward, lm, num_threads=threads)
+        started = time.perf_counter()
+        optimizer = GRPO(reward, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=resume,
+                         max_metric_calls=budget, num_threads=threads, seed=seed, **grpo_settings)
+        optimized = optimizer.compile(student, trainset=train, valset=val)
+        optimize_s = time.perf_counter() - started
+        with console.status("scoring the optimized program on the test split…"):
+            after = evaluate(optimized, test, reward, lm, num_threads=threads)
+
+    state = optimizer.state
+    summary = {"program": spec.name, "model": model, "adapter": type(chosen_adapter).__name__ if chosen_adapter else None,
+               "test_before": before, "test_after": after,
+               "best_val": state.best, "metric_calls": state.metric_calls, "lm_calls": state.lm_calls,
+               "steps": state.step, "stopped": state.stopped, "optimize_wall_s": optimize_s,
+               "program_json": str(out / "program.json")}
+    write_json_atomic(out / "summary.json", summary)
+    show_story(console, summary, optimized)
+    return summary
+
+
+def show_story(console: Console, summary: dict, optimized) -> None:
+    adapter = f" (starting format: {summary['adapter']})" if summary.get("adapter") else ""
+    table = Table(title=f"{summary['program']} on {summary['model']}{adapter}: held-out test split")
+    for column in ("program", "test score", "failed runs", "metric calls", "wall time"):
+        table.add_column(column, justify="right")
+    before, after = summary["test_before"], summary["test_after"]
+    table.add_row("starting", f"{before['score']:.1%}", f"{before['failures']}/{before['n']}", "", "")
+    table.add_row("GRPO-optimized", f"{after['score']:.1%}", f"{after['failures']}/{after['n']}",
+                  str(summary["metric_calls"]), f"{summary['optimize_wall_s']:.0f} s")
+    console.print(table)
+    for name, predictor in optimized.named_predictors():
+        console.print(f"[bold]{name}[/bold] format: {getattr(predictor, 'dspyrl_format', None) or 'the starting one'}")
+        console.print(f"[bold]{name}[/bold] instruction: {predictor.signature.instructions!r}")
+        console.print(f"[bold]{name}[/bold] demos ({len(predictor.demos)}):")
+        for demo in predictor.demos:
+            items = demo.toDict() if hasattr(demo, "toDict") else dict(demo)
+            console.print("  • " + "; ".join(f"{k}: {str(v)[:70]}" for k, v in items.items() if k != "augmented"))
+    console.print(f"saved: {summary['program_json']}  (load with program.load(path))")
+
+
+# ---------------------------------------------------------------- the command line
+def add_parser(sub) -> None:
+    p = sub.add_parser("optimize", help="optimize a program's prompts (instructions, demos) with GRPO",
+                       description="Score the program on a held-out test split, optimize its prompts with GRPO on the "
+                                   "train split (selecting on val), and score it again. Writes a run folder.")
+    p.add_argument("program", help="a ready program name (e.g. sentiment) or a path to a program .py file")
+    add_model_option(p)
+    p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
+    p.add_argument("--reflection-model", default=None,
+                   help="LM that writes new instructions (default: the task model; a stronger one helps)")
+    p.add_argument("--budget", type=int, default=150, help="metric calls (scored program runs, validation included; "
+                                                          "default: %(default)s)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<program>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--group-size", type=int, default=4, help="prompt samples per example (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="examples per step (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data split and the optimizer (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
+    p.add_argument("--max-tokens", type=int, default=128, help="completion limit of the task model (default: %(default)s)")
+    add_format_option(p, "starting prompt format (GRPO may learn another per predictor)")
+    p.add_argument("--fixed-format", action="store_true",
+                   help="keep --format for every run instead of letting GRPO choose the format per predictor")
+    p.set_defaults(handler=run_command)
+
+
+def run_command(args) -> int:
+    from dspyrl.errors import ConfigError
+    from dspyrl.cli.optimize import optimize_program
+
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out: the run folder to continue")
+    optimize_program(args.program, model=args.model, judge=args.judge, reflection_model=args.reflection_model,
+                     budget=args.budget, out=args.out, resume=args.resume, seed=args.seed, threads=args.threads,
+                     max_tokens=args.max_tokens, adapter=args.format, group_size=args.group_size,
+                     batch_size=args.batch_size, learn_format=not args.fixed_format)
+    return 0

@@ -1,0 +1,60 @@
+"""How a signature becomes a prompt and a reply becomes outputs: the format is a choice, not a given.
+
+- `CompactAdapter`: short plain-text layout, demos as plain input/output pairs, lenient parsing (small models).
+- `ChoiceAdapter`: constrained choice among the complete replies of a finite-valued signature (local models, servers
+  that honour vLLM's `guided_choice`); never a parse failure.
+- `adapter_choices_for(signature)`: the adapters a prompt policy may choose among for one predictor; the choice is
+  pinned per predictor (`dspyrl.formats.per_predictor`).
+- `format_adapter(name, lm)`: the adapter behind the CLI's `--format`.
+- `label_balanced_demos(examples, field, k, seed)`: demo sets with every label equally often.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import dspy
+
+from dspyrl.formats.choice import ChoiceAdapter, choice_outputs, guided_choice_route
+from dspyrl.formats.compact import CompactAdapter
+from dspyrl.formats.demos import label_balanced_demos
+
+
+def _chat() -> dspy.Adapter:
+    # Without its JSON fallback: a parse failure stays a failure of this format (no hidden second LM call).
+    return dspy.ChatAdapter(use_json_adapter_fallback=False)
+
+
+FORMATS = ("chat", "json", "compact", "choice", "auto")  # what --format takes on the CLI
+
+
+def format_adapter(name: str | None, lm=None) -> dspy.Adapter | None:
+    """The adapter a --format name stands for; None (or "") keeps the context's (DSPy's ChatAdapter by default).
+
+    "auto" is constrained choice where the LM can take it (our local models, `dspyrl serve`), else DSPy's default."""
+    from dspyrl.errors import ConfigError
+
+    if not name:
+        return None
+    if name == "auto":
+        return ChoiceAdapter() if guided_choice_route(lm) is not None else None
+    factories = {"chat": _chat, "json": dspy.JSONAdapter, "compact": CompactAdapter, "choice": ChoiceAdapter}
+    if name not in factories:
+        raise ConfigError(f"unknown format '{name}'", hint=f"choose one of {', '.join(FORMATS)}")
+    return factories[name]()
+
+
+def adapter_choices_for(signature) -> dict[str, Callable[[], dspy.Adapter]]:
+    """Named adapter factories for a predictor with this signature: chat, json, compact, and choice when it applies.
+
+    "choice" is offered only when every output field is finite (Literal / Enum / bool); on an LM that cannot take
+    `guided_choice` it behaves as "compact".
+    """
+    choices: dict[str, Callable[[], dspy.Adapter]] = {"chat": _chat, "json": dspy.JSONAdapter, "compact": CompactAdapter}
+    if choice_outputs(signature) is not None:
+        choices["choice"] = ChoiceAdapter
+    return choices
+
+
+__all__ = ["FORMATS", "ChoiceAdapter", "CompactAdapter", "adapter_choices_for", "choice_outputs", "format_adapter",
+           "guided_choice_route", "label_balanced_demos"]

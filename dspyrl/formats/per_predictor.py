@@ -1,0 +1,107 @@
+"""A format per predictor: DSPy picks one adapter for the whole program (`dspy.settings.adapter`); the prompt policy
+chooses one per predictor (constrained choice for a classifier, compact for a small model's free text, ...).
+
+The choice is a plain attribute on the predictor, `dspyrl_format = "choice"`. It survives DSPy's own save and load:
+`RunFolder.save_program` writes it into the predictor's state in program.json, and `Predict.load_state` sets every
+state key it does not know as an attribute, so `program.load("program.json")` brings it back with nothing from us.
+
+What honours it is `PredictorFormats`, which is both the context's adapter and a DSPy callback: the callback keeps a
+per-thread stack of the Predict calls in progress, and each adapter call is formatted by the innermost one's chosen
+adapter (the context's previous adapter for predictors without a choice). `use_predictor_formats(program)` installs
+it; every dspyrl entry point runs programs through `run_rollouts`, which does so, and a user running an optimized
+program by hand wraps the call the same way:
+
+    with use_predictor_formats(program):
+        program(question="...")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import dspy
+from dspy.utils.callback import BaseCallback
+
+FORMAT_ATTRIBUTE = "dspyrl_format"
+
+
+def set_format(predictor, name: str | None) -> None:
+    """Pin a predictor to a named format (see `adapter_choices_for`); None falls back to the context's adapter."""
+    from dspyrl.formats import adapter_choices_for
+
+    if name is None:
+        predictor.__dict__.pop(FORMAT_ATTRIBUTE, None)
+        return
+    if name not in adapter_choices_for(predictor.signature):
+        raise ValueError(f"format '{name}' does not apply to {predictor.signature.__name__}; "
+                         f"choose one of {', '.join(adapter_choices_for(predictor.signature))}")
+    setattr(predictor, FORMAT_ATTRIBUTE, name)
+
+
+def predictor_formats(program) -> dict[str, str]:
+    """{predictor name: chosen format} for the predictors that have one."""
+    return {name: getattr(p, FORMAT_ATTRIBUTE) for name, p in program.named_predictors()
+            if getattr(p, FORMAT_ATTRIBUTE, None)}
+
+
+class PredictorFormats(dspy.Adapter, BaseCallback):
+    """Routes each adapter call to the calling predictor's chosen format (module docstring)."""
+
+    def __init__(self, fallback: dspy.Adapter | None = None):
+        super().__init__()
+        self.fallback = fallback or dspy.ChatAdapter()
+        self._active = threading.local()
+        self._adapters: dict[str, dspy.Adapter] = {}
+        self._lock = threading.Lock()
+
+    def _stack(self) -> list:
+        if not hasattr(self._active, "stack"):
+            self._active.stack = []
+        return self._active.stack
+
+    # -- callback side: which Predict is running in this thread --------------------------------------------------
+    def on_module_start(self, call_id, instance, inputs):
+        if isinstance(instance, dspy.Predict):
+            self._stack().append((call_id, instance))
+
+    def on_module_end(self, call_id, outputs, exception=None):
+        stack = self._stack()
+        if stack and stack[-1][0] == call_id:
+            stack.pop()
+
+    # -- adapter side ------------------------------------------------------------------------------------------------
+    def adapter_for(self, predictor) -> dspy.Adapter:
+        from dspyrl.formats import adapter_choices_for
+
+        name = getattr(predictor, FORMAT_ATTRIBUTE, None) if predictor is not None else None
+        if not name:
+            return self.fallback
+        with self._lock:  # adapters hold no per-call state: one of each name serves every predictor
+            if name not in self._adapters:
+                self._adapters[name] = adapter_choices_for(predictor.signature)[name]()
+            return self._adapters[name]
+
+    def _current(self) -> dspy.Adapter:
+        stack = self._stack()
+        return self.adapter_for(stack[-1][1] if stack else None)
+
+    def __call__(self, lm, lm_kwargs, signature, demos, inputs):
+        return self._current()(lm, lm_kwargs=lm_kwargs, signature=signature, demos=demos, inputs=inputs)
+
+    async def acall(self, lm, lm_kwargs, signature, demos, inputs):
+        return await self._current().acall(lm, lm_kwargs=lm_kwargs, signature=signature, demos=demos, inputs=inputs)
+
+    def format(self, signature, demos, inputs):
+        return self._current().format(signature, demos, inputs)
+
+    def parse(self, signature, completion):
+        return self._current().parse(signature, completion)
+
+
+def use_predictor_formats(program, fallback: dspy.Adapter | None = None):
+    """A dspy.context in which the program's per-predictor formats hold (a no-op context when it has none)."""
+    if not predictor_formats(program):
+        return contextlib.nullcontext()
+    router = PredictorFormats(fallback or dspy.settings.adapter)
+    return dspy.context(adapter=router, callbacks=[*(dspy.settings.callbacks or []), router])

@@ -1,0 +1,1 @@
+"""The prompt policy (policy), its candidates (propose) and the GRPO teleprompter over them (grpo)."""

@@ -1,0 +1,393 @@
+"""`dspyrl.GRPO`: a DSPy teleprompter that optimizes a program's prompts with group-relative policy optimization.
+
+    optimized = GRPO(reward, max_metric_calls=300).compile(program, trainset=train, valset=val)
+    dspyrl.save_program(optimized, "program.json")   # DSPy's own JSON + the learned format; program.load() reads it
+    with dspyrl.use_predictor_formats(optimized):    # run it by hand with the format chosen per predictor
+        optimized(review="...")
+
+One step, read top to bottom in `compile`:
+  1. take `batch_size` training examples; for each, sample `group_size` prompt choices from the PromptPolicy
+     (per predictor: an instruction, a demo set and a format);
+  2. run the program once per (example, choice) through the rollout engine and score each run with the reward;
+  3. turn rewards into group-relative advantages (each run against the other runs on the same example);
+  4. update the policy: K epochs on the clipped surrogate - β·KL(π‖π_ref) + c·H(π);
+  5. every `propose_every` steps, add candidates: instructions an LM writes from the best and worst runs, and demo
+     sets bootstrapped from high-reward runs; every `eval_every` steps, score the policy's most likely prompt on the valset.
+The returned program is the most likely prompt that scored best on the valset (the starting program is evaluated first,
+so the result is never worse than it on the valset). The budget is counted in metric calls the way GEPA counts them:
+one per program run that is scored, validation runs included, so optimizers can be compared at equal cost.
+With `run_dir`, every step is checkpointed (see dspyrl.runs) and `resume=True` continues where a run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+
+import dspy
+from dspy.teleprompt.teleprompt import Teleprompter
+
+from dspyrl.formats import adapter_choices_for
+from dspyrl.errors import ConfigError
+from dspyrl.optim.advantages import group_advantages
+from dspyrl.optim.prompts.policy import PromptPolicy, apply_values
+from dspyrl.optim.prompts.propose import (InstructionProposer, ProposalStats, ScoredCall, balanced_demo_set, label_field,
+                                  labelled_demo_sets)
+from dspyrl.runs import EarlyStopping, LiveProgress, RunFolder, rng_from_json, rng_state_to_json
+
+
+@dataclass
+class GRPOConfig:
+    """Everything that shapes a GRPO prompt-optimization run (written to the run folder's config.json)."""
+
+    max_metric_calls: int = 300  # the budget: scored program runs, validation included (as GEPA counts)
+    group_size: int = 4  # prompt choices sampled per training example
+    batch_size: int = 4  # training examples per step
+    lr: float = 1.0  # step size on the policy's logits
+    clip_eps: float = 0.2  # PPO/GRPO ratio clip
+    kl_beta: float = 0.02  # pull toward the initial policy
+    entropy_coef: float = 0.0  # bonus for keeping the policy spread out
+    inner_epochs: int = 4  # K updates per batch of rollouts
+    scale_advantages: bool = True  # False: Dr. GRPO (no division by the group std)
+    propose_every: int = 2  # steps between candidate rounds (0: never propose)
+    num_proposals: int = 2  # instructions requested per predictor per round
+    proposal_max_tokens: int = 160  # length limit of one proposed instruction
+    num_demos: int = 4  # demos per demo set
+    labelled_demo_sets: int = 2  # labelled demo sets added at the start, per predictor
+    learn_format: bool = True  # the format (chat/json/compact/choice adapter) is a slot of the policy, per predictor
+    bootstrap_min_reward: float = 1.0  # runs at or above this reward become demo material
+    max_candidates: int = 8  # per slot; the weakest are dropped beyond it
+    eval_every: int = 2  # steps between validation scores of the most likely prompt
+    early_stop_patience: int = 0  # validation scores without improvement before stopping (0: off)
+    temperature: float | None = None  # sampling temperature of training rollouts (None: the LM's own)
+    failure_reward: float = 0.0  # reward of a run whose LM call or parse failed
+    num_threads: int = 4
+    seed: int = 0
+
+
+@dataclass
+class GRPOState:
+    """Everything that changes during a run; `to_json` is the checkpoint."""
+
+    policy: PromptPolicy
+    rng: random.Random
+    step: int = 0
+    metric_calls: int = 0
+    lm_calls: int = 0
+    failures: int = 0
+    tokens: int = 0
+    cost: float = 0.0
+    wall_s: float = 0.0
+    order: list[int] = field(default_factory=list)  # trainset indices of the current epoch, consumed from the front
+    demo_pool: dict[str, list[dict]] = field(default_factory=dict)  # predictor -> demos from high-reward runs
+    val_history: list[dict] = field(default_factory=list)  # {step, score, values}
+    best: dict | None = None  # the best validated {step, score, values}
+    early: EarlyStopping = field(default_factory=EarlyStopping)
+    proposals: ProposalStats = field(default_factory=ProposalStats)
+    stopped: str = ""  # why the loop ended ("budget", "early_stop")
+
+    def to_json(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data.update(policy=self.policy.to_json(), rng=rng_state_to_json(self.rng), early=self.early.to_json(),
+                    proposals=self.proposals.to_json())
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> GRPOState:
+        data = dict(data)
+        data.update(policy=PromptPolicy.from_json(data["policy"]), rng=rng_from_json(data["rng"]),
+                    early=EarlyStopping.from_json(data["early"]), proposals=ProposalStats(**data["proposals"]))
+        return cls(**data)
+
+
+class GRPO(Teleprompter):
+    """Prompt optimization with GRPO (module docstring). Settings are GRPOConfig fields, as keywords or a config."""
+
+    def __init__(self, reward, config: GRPOConfig | None = None, *, lm=None, reflection_lm=None, run_dir=None,
+                 resume: bool = False, callbacks=(), progress: bool = True, tensorboard: bool = False,
+                 instructions: list[str] | dict[str, list[str]] | None = None, **settings):
+        super().__init__()
+        try:
+            self.config = dataclasses.replace(config or GRPOConfig(), **settings)
+        except TypeError as err:
+            raise ConfigError(f"unknown GRPO setting: {err}",
+                              hint=f"settings are: {', '.join(f.name for f in dataclasses.fields(GRPOConfig))}") from err
+        self.reward = reward
+        self.lm = lm  # None: dspy.settings.lm at compile time
+        self.reflection_lm = reflection_lm
+        self.run_dir = run_dir
+        self.resume = resume
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.tensorboard = tensorboard
+        self.instructions = instructions  # extra starting candidates: for every predictor, or by predictor name
+        self.proposer = InstructionProposer(num_proposals=self.config.num_proposals,
+                                            max_tokens=self.config.proposal_max_tokens)
+        self.state: GRPOState | None = None
+
+    # ------------------------------------------------------------------------------------------------ compile
+    def compile(self, student, *, trainset, valset=None, teacher=None, **kwargs):
+        cfg = self.config
+        if not trainset:
+            raise ConfigError("GRPO needs a non-empty trainset")
+        valset = list(valset or trainset)
+        lm = self.lm or dspy.settings.lm
+        if lm is None:
+            raise ConfigError("GRPO has no LM", hint="pass lm=... or call dspy.configure(lm=...) first")
+        student = student.deepcopy()
+        batch, val_cost = min(cfg.batch_size, len(trainset)), len(valset)
+        if cfg.max_metric_calls < 2 * val_cost + cfg.group_size:
+            raise ConfigError(f"budget of {cfg.max_metric_calls} metric calls is too small: the smallest step needs "
+                              f"{cfg.group_size} and the two validation runs (start, end) need {2 * val_cost}",
+                              hint="raise max_metric_calls, or use a smaller valset, batch_size or group_size")
+
+        run = RunFolder(self.run_dir, resume=self.resume) if self.run_dir else None
+        state = self._start(student, trainset, run)
+        self.state = state  # readable during and after the run (also when a callback interrupts it)
+        callbacks = list(self.callbacks)
+        if run and self.tensorboard:
+            from dspyrl.runs import TensorBoardCallback
+
+            callbacks.append(TensorBoardCallback(run.path / "tensorboard"))
+
+        with LiveProgress(cfg.max_metric_calls, enabled=self.progress) as live:
+            if state.best is None:  # the starting program, scored first: the result is never worse on the valset
+                self._validate(student, valset, state, lm)
+                self._checkpoint(run, state)
+                live.update(state.metric_calls)
+            while not state.stopped:
+                # keep one validation in reserve for the final prompt; the last step shrinks to fit what is left
+                room = cfg.max_metric_calls - state.metric_calls - val_cost
+                step_batch = min(batch, room // cfg.group_size)
+                if step_batch < 1:
+                    break
+                metrics = self._step(student, trainset, valset, state, lm, step_batch)
+                self._checkpoint(run, state)
+                if run:
+                    run.log_metrics(metrics)
+                live.update(state.metric_calls, metrics)
+                for callback in callbacks:
+                    callback.on_step_end(metrics)
+            state.stopped = state.stopped or "budget"
+            self._validate(student, valset, state, lm)  # the final policy, unless that prompt was scored already
+            self._checkpoint(run, state)
+            live.update(state.metric_calls)
+
+        optimized = student.deepcopy()
+        apply_values(optimized, state.best["values"])
+        if run:
+            run.save_program(optimized)
+        return optimized
+
+    # ------------------------------------------------------------------------------------------------ one step
+    def _step(self, student, trainset, valset, state: GRPOState, lm, batch: int) -> dict:
+        cfg, started = self.config, time.perf_counter()
+        state.step += 1
+        examples = [trainset[i] for i in self._next_batch(state, len(trainset), batch)]
+
+        # 1. sample a prompt choice for every (example, sample) before running anything: reproducible and thread-safe
+        choices = [[state.policy.sample(state.rng) for _ in range(cfg.group_size)] for _ in examples]
+        old_log_probs = [[state.policy.log_prob(c) for c in row] for row in choices]
+
+        # 2. run and score
+        def configure(program_copy, example_index, sample_index):
+            return state.policy.apply(program_copy, choices[example_index][sample_index])
+
+        rollouts = self._run(state, student, examples, lm, configure, group_size=cfg.group_size, temperature=cfg.temperature)
+
+        # 3. group-relative advantages
+        rewards = [[0.0] * cfg.group_size for _ in examples]
+        by_position = {}
+        for r in rollouts.rollouts:
+            rewards[r.example_index][r.sample_index] = float(r.reward.total)
+            by_position[(r.example_index, r.sample_index)] = r
+        adv = group_advantages(rewards, scale=cfg.scale_advantages)
+
+        # 4. policy update
+        stats = state.policy.update([c for row in choices for c in row], adv.flat(),
+                                    [lp for row in old_log_probs for lp in row], lr=cfg.lr, clip_eps=cfg.clip_eps,
+                                    kl_beta=cfg.kl_beta, entropy_coef=cfg.entropy_coef, epochs=cfg.inner_epochs)
+
+        # 5. new candidates from this step's runs, and a validation score of the most likely prompt
+        scored = {}  # predictor -> ScoredCall list
+        predictors = dict(student.named_predictors())
+        for (ei, si), r in by_position.items():
+            for call in r.calls:
+                if call.predictor not in predictors:
+                    continue
+                inputs = _call_inputs(call, examples[ei], predictors[call.predictor].signature)
+                scored.setdefault(call.predictor, []).append(ScoredCall(
+                    inputs, call.outputs if call.outputs else (call.completion or ""),
+                    float(r.reward.total), adv.advantages[ei][si], r.reward.feedback or (r.error or "")))
+                self._collect_demo(state, predictors[call.predictor], call, inputs, r)
+        proposed = 0
+        if cfg.propose_every and state.step % cfg.propose_every == 0:
+            proposed = self._propose(student, state, scored, lm)
+        val_score = None
+        if cfg.eval_every and state.step % cfg.eval_every == 0:
+            val_score = self._validate(student, valset, state, lm)
+
+        flat = [x for row in rewards for x in row]
+        mean = sum(flat) / len(flat)
+        components: dict[str, list[float]] = {}
+        for r in rollouts.rollouts:
+            for name, value in (r.reward.components or {}).items():
+                components.setdefault(name, []).append(float(value))
+        state.wall_s += time.perf_counter() - started
+        return {
+            "step": state.step, "reward_mean": mean,
+            "reward_std": (sum((x - mean) ** 2 for x in flat) / len(flat)) ** 0.5,
+            "reward_components": {k: sum(v) / len(v) for k, v in components.items()},
+            "frac_zero_std": adv.frac_zero_std, "surrogate_loss": stats.surrogate_loss, "kl": stats.kl,
+            "entropy": stats.entropy, "clip_frac": stats.clip_frac, "grad_norm": stats.grad_norm,
+            "step_failures": sum(1 for r in rollouts.rollouts if r.error), "failures": state.failures,
+            "metric_calls": state.metric_calls, "lm_calls": state.lm_calls, "tokens": state.tokens,
+            "cost": state.cost, "wall_s": state.wall_s, "val_score": val_score,
+            "best_val": state.best["score"] if state.best else None, "new_candidates": proposed,
+            "proposals": state.proposals.to_json(),
+            "greedy": {p: {s: state.policy.slots[p][s].origins[i] for s, i in slots.items()}
+                       for p, slots in state.policy.greedy().items()},
+        }
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def _start(self, student, trainset, run: RunFolder | None) -> GRPOState:
+        cfg = self.config
+        predictors = [name for name, _ in student.named_predictors()]
+        if not predictors:
+            raise ConfigError("the program has no predictors to optimize (no dspy.Predict inside)")
+        if run and self.resume:
+            saved = run.read_config()
+            if saved.get("predictors") != predictors or saved.get("trainset_size") != len(trainset):
+                raise ConfigError(f"cannot resume {run.path}: it was started on another program or trainset",
+                                  hint="resume with the same program and data, or start a new run folder")
+            state = GRPOState.from_json(run.load_checkpoint())
+            run.truncate_metrics(state.step)
+            return state
+        rng = random.Random(cfg.seed)
+        policy = PromptPolicy.from_program(student)
+        for name, predictor in student.named_predictors():
+            extra = self.instructions.get(name, []) if isinstance(self.instructions, dict) else self.instructions or []
+            for text in extra:
+                policy.add_candidate(name, "instruction", text, "given", max_candidates=cfg.max_candidates)
+            if predictor.demos:
+                policy.add_candidate(name, "demos", [], "empty", max_candidates=cfg.max_candidates)
+            if cfg.learn_format:  # alongside the context's adapter (the original candidate, None)
+                for format_name in adapter_choices_for(predictor.signature):
+                    policy.add_candidate(name, "format", format_name, "format", max_candidates=cfg.max_candidates)
+            for demos in labelled_demo_sets(predictor.signature, trainset, k=cfg.num_demos,
+                                            count=cfg.labelled_demo_sets, rng=rng):
+                policy.add_candidate(name, "demos", demos, "labelled", max_candidates=cfg.max_candidates)
+        state = GRPOState(policy=policy, rng=rng, early=EarlyStopping(patience=cfg.early_stop_patience))
+        if run:
+            run.write_config({**dataclasses.asdict(cfg), "optimizer": "dspyrl.GRPO", "predictors": predictors,
+                              "trainset_size": len(trainset), "lm": _lm_name(self.lm or dspy.settings.lm),
+                              "reflection_lm": _lm_name(self.reflection_lm)})
+        return state
+
+    def _next_batch(self, state: GRPOState, n_train: int, batch: int) -> list[int]:
+        """Epoch-shuffled order: every example is used once before any is used twice."""
+        picked = []
+        while len(picked) < batch:
+            if not state.order:
+                state.order = list(range(n_train))
+                state.rng.shuffle(state.order)
+            index = state.order.pop(0)
+            if index not in picked:
+                picked.append(index)
+        return picked
+
+    def _run(self, state: GRPOState, student, examples, lm, configure, *, group_size: int = 1, temperature=None):
+        """Run and score through the rollout engine; adds its counters to the run's budget."""
+        from dspyrl.rollout import run_rollouts
+
+        # rollout ids move on with every step, so sampled groups (temperature > 0) never get an earlier step's cached
+        # samples back, while a resumed run replays its interrupted step from the cache
+        batch = run_rollouts(student, examples, self.reward, group_size=group_size, lm=lm, configure=configure,
+                             num_threads=self.config.num_threads, progress=False, temperature=temperature,
+                             failure_reward=self.config.failure_reward, rollout_offset=state.step * group_size)
+        state.metric_calls += len(batch.rollouts)  # one per scored run, failures included (GEPA counts the same)
+        state.lm_calls += int(batch.lm_calls or 0)
+        state.failures += int(batch.failures or 0)
+        state.tokens += int(batch.tokens)
+        state.cost += float(batch.cost or 0.0)
+        return batch
+
+    def _validate(self, student, valset, state: GRPOState, lm) -> float:
+        """Score the policy's most likely prompt on the valset (once per distinct prompt) and keep the best.
+
+        Every call counts for early stopping, also when the prompt was scored before: an unchanged prompt is a plateau."""
+        values = state.policy.greedy_values()
+        known = next((entry for entry in state.val_history if entry["values"] == values), None)
+        if known is not None:
+            score = known["score"]
+        else:
+            program = student.deepcopy()
+            apply_values(program, values)
+            batch = self._run(state, program, valset, lm, None)
+            score = sum(float(r.reward.total) for r in batch.rollouts) / max(1, len(batch.rollouts))
+            state.val_history.append({"step": state.step, "score": score, "values": values})
+            if state.best is None or score >= state.best["score"]:  # ties go to the later, more trained prompt
+                state.best = {"step": state.step, "score": score, "values": values}
+        if state.early.update(score) and not state.stopped:
+            state.stopped = "early_stop"
+        return score
+
+    def _propose(self, student, state: GRPOState, scored: dict, lm) -> int:
+        """New instruction candidates from the LM and a bootstrapped demo set, per predictor; returns how many."""
+        cfg, added = self.config, 0
+        self.proposer.stats = state.proposals
+        reflection_lm = self.reflection_lm or lm
+        predictors = dict(student.named_predictors())
+        for name, predictor in predictors.items():
+            slot = state.policy.slots[name]["instruction"]
+            current = slot.candidates[state.policy.greedy()[name]["instruction"]]
+            if scored.get(name):
+                for text in self.proposer.propose(predictor.signature, current, scored[name], existing=slot.candidates,
+                                                  rollout_id=state.step, lm=reflection_lm):
+                    if state.policy.add_candidate(name, "instruction", text, f"proposed@{state.step}",
+                                                  max_candidates=cfg.max_candidates) is not None:
+                        added += 1
+            pool = state.demo_pool.get(name, [])
+            if len(pool) >= min(2, cfg.num_demos):
+                demos = balanced_demo_set(pool, cfg.num_demos, state.rng, label_field(predictor.signature))
+                if state.policy.add_candidate(name, "demos", demos, f"bootstrapped@{state.step}",
+                                              max_candidates=cfg.max_candidates) is not None:
+                    added += 1
+        return added
+
+    def _collect_demo(self, state: GRPOState, predictor, call, inputs: dict, rollout) -> None:
+        """Keep a high-reward run's call (its inputs and outputs) as demo material for that predictor."""
+        if rollout.error or call.failed or float(rollout.reward.total) < self.config.bootstrap_min_reward:
+            return
+        outputs = call.outputs if isinstance(call.outputs, dict) else {}
+        from dspy.predict.predict import serialize_object
+
+        demo = {k: serialize_object(v) for k, v in {**inputs, **outputs}.items() if k in predictor.signature.fields}
+        if len(demo) != len(predictor.signature.fields):
+            return
+        pool = state.demo_pool.setdefault(call.predictor, [])
+        if demo not in pool:
+            pool.append(demo)
+            del pool[:-64]  # the most recent 64 are enough material
+
+    def _checkpoint(self, run: RunFolder | None, state: GRPOState) -> None:
+        if run:
+            run.save_checkpoint(state.to_json())
+
+
+def _call_inputs(call, example, signature) -> dict:
+    """The predictor's inputs in this call: recorded by the rollout engine when it does, else (single-step programs)
+    the example's inputs when they are exactly what the predictor reads."""
+    recorded = getattr(call, "inputs", None)
+    if recorded:
+        return {k: v for k, v in dict(recorded).items() if k in signature.input_fields}
+    inputs = example.inputs()
+    if all(name in inputs for name in signature.input_fields):
+        return {name: inputs[name] for name in signature.input_fields}
+    return {}
+
+
+def _lm_name(lm) -> str | None:
+    return getattr(lm, "model", None) if lm is not None else None

@@ -1,0 +1,100 @@
+"""Proposer cleaning and garbage handling (pure logic, canned LM), and label-balanced demo sets."""
+
+import random
+from typing import Literal
+
+import dspy
+import pytest
+
+from dspyrl.optim.prompts.propose import (InstructionProposer, ScoredCall, balanced_demo_set, label_field,
+                                  labelled_demo_sets)
+
+
+class Sentiment(dspy.Signature):
+    """Classify the review."""
+
+    review: str = dspy.InputField()
+    sentiment: Literal["positive", "negative"] = dspy.OutputField()
+
+
+class CannedLM:
+    """Returns fixed completions and records what it was asked (pure-logic stand-in for an LM)."""
+
+    def __init__(self, completions, fail=False):
+        self.completions, self.fail, self.calls = completions, fail, []
+
+    def __call__(self, messages=None, **kwargs):
+        self.calls.append((messages, kwargs))
+        if self.fail:
+            raise RuntimeError("HTTP 500")
+        return list(self.completions)
+
+
+CALLS = [ScoredCall({"review": "great"}, {"sentiment": "positive"}, 1.0, 1.2, "correct"),
+         ScoredCall({"review": "awful"}, {"sentiment": "positive"}, 0.0, -0.8, "expected negative"),
+         ScoredCall({"review": "meh"}, "I think it is", 0.0, 0.0)]
+
+
+def test_good_proposals_are_cleaned_and_garbage_is_counted():
+    lm = CannedLM(["Instruction: \"Read the review and answer with exactly one word: positive or negative.\"",
+                   "```\n[[ ## sentiment ## ]]\npositive\n```",
+                   "ok",
+                   "{\"a\": 1, \"b\": [2, 3], \"c\": 4444444}",
+                   "Read the review and answer with exactly one word: positive or negative.",  # duplicate of #1
+                   "Classify the review."])  # same as the current instruction
+    proposer = InstructionProposer(lm, num_proposals=6)
+    out = proposer.propose(Sentiment, "Classify the review.", CALLS, rollout_id=3)
+    assert out == ["Read the review and answer with exactly one word: positive or negative."]
+    assert proposer.stats.accepted == 1 and proposer.stats.asked == 6
+    assert proposer.stats.rejected == {"format_markers": 1, "too_short": 1, "not_prose": 1, "duplicate": 2}
+    messages, kwargs = lm.calls[0]
+    assert kwargs["n"] == 6 and kwargs["rollout_id"] == 3
+    prompt = messages[-1]["content"]
+    assert "great" in prompt and "awful" in prompt and "expected negative" in prompt
+    assert prompt.index("WELL") < prompt.index("great") < prompt.index("BADLY") < prompt.index("awful")
+    assert "one of 'positive', 'negative'" in prompt
+
+
+def test_instructions_cut_off_at_max_tokens_are_rejected():
+    from types import SimpleNamespace
+
+    good = "Read the review and answer with exactly one word: positive or negative."
+    rambling = "Your new instruction would read: rewrite the review in sentence case and then take a look at"
+    lm = CannedLM([good, rambling])
+    # as DSPy's history holds an engine-API call with n=2: a tuple of responses, the second stopped at max_tokens
+    lm.history = [{"response": (SimpleNamespace(finish_reason="stop"), SimpleNamespace(finish_reason="length"))}]
+    proposer = InstructionProposer(lm, num_proposals=2)
+    assert proposer.propose(Sentiment, "Classify the review.", CALLS) == [good]
+    assert proposer.stats.rejected == {"cut_off": 1}
+
+
+def test_an_lm_failure_costs_the_round_not_the_run():
+    proposer = InstructionProposer(CannedLM([], fail=True))
+    assert proposer.propose(Sentiment, "Classify the review.", CALLS) == []
+    assert proposer.stats.lm_failures == 1 and proposer.stats.rejected == {"lm_error": 1}
+
+
+def test_label_balanced_demo_sets():
+    trainset = [dspy.Example(review=f"good {i}", sentiment="positive").with_inputs("review") for i in range(10)]
+    trainset += [dspy.Example(review=f"bad {i}", sentiment="negative").with_inputs("review") for i in range(2)]
+    assert label_field(Sentiment) == "sentiment"
+    sets = labelled_demo_sets(Sentiment, trainset, k=4, count=3, rng=random.Random(0))
+    assert sets and all(len(s) == 4 for s in sets)
+    for demos in sets:
+        labels = [d["sentiment"] for d in demos]
+        assert labels.count("negative") == 2  # balanced although only 2 of 12 rows are negative
+        assert set(demos[0]) == {"review", "sentiment"}
+    assert labelled_demo_sets(dspy.Signature("question -> answer"), trainset, k=2, count=1, rng=random.Random(0)) == []
+
+
+def test_balanced_set_without_a_label_is_a_plain_sample():
+    pool = [{"q": str(i), "a": str(i)} for i in range(5)]
+    demos = balanced_demo_set(pool, 3, random.Random(1))
+    assert len(demos) == 3 and len({d["q"] for d in demos}) == 3
+    assert balanced_demo_set([], 3, random.Random(1)) == []
+
+
+@pytest.mark.parametrize("text,reason", [("", "empty"), ("   ", "empty"), ("Be nice", "too_short"),
+                                         ("word " * 400, "too_long"), ("<|im_start|>assistant hi there you", "format_markers")])
+def test_clean_rejections(text, reason):
+    assert InstructionProposer().clean(text) == (None, reason)
