@@ -11,7 +11,7 @@ The prompts are the program's predictor formatted by a DSPy adapter. The default
 DSPy's ChatAdapter (`[[ ## field ## ]]` markers, a ~300-token prompt) SmolLM2 sampled at temperature 1.0 wrote no
 parseable reply in the first steps we ran (failure rate 1.0, reward 0 for every sample: GRPO has no signal), while
 with the compact layout it imitates the demo's `<reasoning>…</reasoning><answer>…</answer>` often enough to learn
-from — the prompts-first lesson of DESIGN.md, with the adapter as the prompt-side choice.
+from — the prompts-first lesson of DESIGN.md, with the format as the prompt-side choice.
 
     .venv/bin/python benchmarks/lora_grpo.py --torch-threads 1             # both (~15 min on 2 idle CPU threads)
     .venv/bin/python benchmarks/lora_grpo.py --part curve --steps 40 --lr 5e-4
@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="(a) training steps (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=5e-4, help="(a) learning rate (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0, help="(a) sampling temperature (default: %(default)s)")
-    parser.add_argument("--format", dest="adapter", choices=("compact", "chat"), default="compact",
-                        help="DSPy adapter that formats the prompts (default: %(default)s; see the module docstring)")
+    parser.add_argument("--format", choices=("compact", "chat"), default="compact",
+                        help="format of the prompts (default: %(default)s; see the module docstring)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch CPU threads in every process (default: torch's; 1 is faster on a loaded machine)")
     parser.add_argument("--overhead-steps", type=int, default=8, help="(b) steps per timed run (default: %(default)s)")
@@ -73,13 +73,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "curve"):
-        curve(args.steps, args.lr, args.temperature, args.adapter, out)
+        curve(args.steps, args.lr, args.temperature, args.format, out)
     if args.part in ("all", "overhead"):
-        overhead(args.overhead_steps, args.rounds, args.temperature, args.adapter, out)
+        overhead(args.overhead_steps, args.rounds, args.temperature, args.format, out)
 
 
 # ----------------------------------------------------------------------------------------------- (a) the curve
-def curve(steps: int, lr: float, temperature: float, adapter_name: str, out: Path) -> dict:
+def curve(steps: int, lr: float, temperature: float, format_name: str, out: Path) -> dict:
     from rich.console import Console
     from rich.table import Table
 
@@ -93,7 +93,7 @@ def curve(steps: int, lr: float, temperature: float, adapter_name: str, out: Pat
     console = Console()
     train, _, test = split_examples(math_xml.load_examples(), seed=0)
     reward, program = math_xml.build_reward(), math_xml.build_program()
-    adapter = _adapter(adapter_name)
+    format = _format(format_name)
     lm = local_lm("smollm2", max_tokens=TRL["max_completion_length"])
 
     def score(prog) -> dict:
@@ -101,20 +101,20 @@ def curve(steps: int, lr: float, temperature: float, adapter_name: str, out: Pat
         prog_lm, prog = program_lm(prog), without_lms(prog)  # so run_rollouts' temperature reaches the LM
         rows = {}
         for name, group, temp in (("greedy", 1, 0.0), ("sampled", 2, temperature)):
-            batch = run_rollouts(prog, test, reward, group_size=group, lm=prog_lm, adapter=adapter, num_threads=4,
+            batch = run_rollouts(prog, test, reward, group_size=group, lm=prog_lm, format=format, num_threads=4,
                                  progress=False, temperature=temp, cache=False)
             rows[name] = {"reward": batch.mean_reward(), **batch.component_means(), "failures": batch.failures,
                           "n": len(batch.rollouts), "wall_s": round(batch.wall_s, 1)}
         return rows
 
     run_dir = out / f"curve-{time.strftime('%Y%m%d-%H%M%S')}"
-    console.print(f"[bold](a)[/bold] LoRA GRPO on SmolLM2 / math_xml ({adapter_name} adapter, temperature "
+    console.print(f"[bold](a)[/bold] LoRA GRPO on SmolLM2 / math_xml ({format_name} format, temperature "
                   f"{temperature}): {len(train)} train / {len(test)} test rows, {steps} steps, lr {lr}, "
                   f"{_threads()} torch thread(s), run folder {run_dir}")
     started = time.perf_counter()
     program.set_lm(lm)
     before = score(program)
-    optimizer = LoraGRPO(reward, lm=lm, adapter=adapter, run_dir=run_dir, steps=steps,
+    optimizer = LoraGRPO(reward, lm=lm, format=format, run_dir=run_dir, steps=steps,
                          num_generations=TRL["num_generations"], prompts_per_step=1, learning_rate=lr,
                          beta=TRL["beta"], temperature=temperature, max_completion_length=TRL["max_completion_length"],
                          lora_r=LORA["r"], lora_alpha=LORA["lora_alpha"], save_every=10, seed=0)
@@ -145,7 +145,7 @@ def curve(steps: int, lr: float, temperature: float, adapter_name: str, out: Pat
                             f"{row.get('format', 0):.3f}", f"{row.get('correct', 0):.3f}",
                             f"{row['failures']}/{row['n']}")
     console.print(summary)
-    result = {"steps": steps, "lr": lr, "temperature": temperature, "adapter": adapter_name,
+    result = {"steps": steps, "lr": lr, "temperature": temperature, "format": format_name,
               "torch_threads": _threads(), "test_before": before, "test_after": after,
               "train_wall_s": round(optimizer.result.train_wall_s, 1), "total_wall_s": round(total_s, 1),
               "reward_curve": rewards, "run_dir": str(run_dir), "load_average": os.getloadavg()}
@@ -183,7 +183,7 @@ def _plot(rewards: list[float], metrics: list[dict], png: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- (b) overhead
-def overhead(steps: int, rounds: int, temperature: float, adapter_name: str, out: Path) -> dict:
+def overhead(steps: int, rounds: int, temperature: float, format_name: str, out: Path) -> dict:
     from rich.console import Console
     from rich.table import Table
 
@@ -197,8 +197,8 @@ def overhead(steps: int, rounds: int, temperature: float, adapter_name: str, out
     program = math_xml.build_program()
     predictor = next(p for _, p in program.named_predictors())
     job = {"model_dir": str(resolve_model_path("smollm2")), "steps": steps, "trl": {**TRL, "temperature": temperature},
-           "lora": LORA, "adapter": adapter_name, "answers": [ex.answer for ex in train],
-           "prompts": [predictor_messages(predictor, _adapter(adapter_name), ex) for ex in train]}
+           "lora": LORA, "format": format_name, "answers": [ex.answer for ex in train],
+           "prompts": [predictor_messages(predictor, _format(format_name), ex) for ex in train]}
     job_file = out / "overhead_job.json"
     job_file.write_text(json.dumps(job))
     console.print(f"[bold](b)[/bold] step time and peak memory, raw TRL vs dspyrl.LoraGRPO: {steps} steps each, "
@@ -276,7 +276,7 @@ def _raw_trl(job: dict) -> list[dict]:
         scores = []
         for completion, gold in zip(completions, answer):
             text = completion[-1]["content"]
-            if job["adapter"] == "chat":
+            if job["format"] == "chat":
                 found = re.search(r"\[\[ ## response ## \]\]\s*(.*?)\s*(?:\[\[ ## completed ## \]\]|$)", text, re.DOTALL)
             else:
                 found = re.search(r"response:\s*(.*)", text, re.DOTALL | re.IGNORECASE)
@@ -307,7 +307,7 @@ def _ours(job: dict) -> list[dict]:
     train, _, _ = split_examples(math_xml.load_examples(), seed=0)
     trl = job["trl"]
     lm = local_lm(job["model_dir"], max_tokens=trl["max_completion_length"])
-    optimizer = LoraGRPO(math_xml.build_reward(), lm=lm, adapter=_adapter(job["adapter"]), run_dir=job["run_dir"],
+    optimizer = LoraGRPO(math_xml.build_reward(), lm=lm, format=_format(job["format"]), run_dir=job["run_dir"],
                          steps=job["steps"], num_generations=trl["num_generations"],
                          prompts_per_step=trl["per_device_train_batch_size"] // trl["num_generations"],
                          learning_rate=trl["learning_rate"], beta=trl["beta"], epsilon=trl["epsilon"],
@@ -319,7 +319,7 @@ def _ours(job: dict) -> list[dict]:
     return [json.loads(line) for line in (Path(job["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
 
 
-def _adapter(name: str):
+def _format(name: str):
     import dspy
 
     from dspyrl.formats import CompactAdapter

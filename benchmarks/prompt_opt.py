@@ -12,7 +12,7 @@ Only GRPO and GEPA take a metric-call budget directly; BFRS and MIPROv2 are size
 table shows what each really spent: program runs (GEPA's budget unit: every run of the program on an example, failed
 ones included), metric calls (runs that reached the metric: a run whose output did not parse never does), LM calls
 (DSPy callback, cache hits included) and wall time around compile only. Each optimizer starts from an empty LM cache
-and all start from the same adapter (ChatAdapter, no JSON retry unless --json-fallback), so none gets another's answers
+and all start from the same format (ChatAdapter, no JSON retry unless --json-fallback), so none gets another's answers
 for free. GRPO may pin another format per predictor (its format slot: chat, json, compact, constrained choice); DSPy's
 optimizers have no such lever, which is the point being measured (--grpo-fixed-format turns the slot off).
 An optimizer that crashes (MIPROv2 is known to on unparseable proposals from a 135M model) gets a row saying so.
@@ -108,7 +108,7 @@ def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, bu
 
 
 def describe(program) -> dict | None:
-    """What an optimizer settled on, per predictor: the format GRPO pinned (None: the shared adapter), the instruction
+    """What an optimizer settled on, per predictor: the format GRPO pinned (None: the shared format), the instruction
     and the demos' output fields."""
     if program is None:
         return None
@@ -120,10 +120,10 @@ def describe(program) -> dict | None:
     return out
 
 
-def test_score(program, test, reward, lm, threads: int, adapter) -> tuple[float, int]:
+def test_score(program, test, reward, lm, threads: int, format) -> tuple[float, int]:
     from dspyrl.rollout import run_rollouts
 
-    batch = run_rollouts(program, test, reward, lm=lm, num_threads=threads, progress=False, adapter=adapter)
+    batch = run_rollouts(program, test, reward, lm=lm, num_threads=threads, progress=False, format=format)
     return batch.mean_reward(), batch.failures
 
 
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
                         help="prompt format for every optimizer alike (default: DSPy's ChatAdapter; choice/auto: "
                              "constrained choice for Literal outputs on the local model, compact format elsewhere)")
     parser.add_argument("--grpo-fixed-format", action="store_true",
-                        help="GRPO keeps the shared adapter instead of learning the format per predictor")
+                        help="GRPO keeps the shared format instead of learning the format per predictor")
     parser.add_argument("--json-fallback", action="store_true",
                         help="let ChatAdapter retry unparseable answers with JSONAdapter (default: off for every "
                              "optimizer alike: on a small model the retry doubles the cost and rarely parses either)")
@@ -164,12 +164,12 @@ def main(argv=None) -> int:
 
     console = Console(width=170)
     lm = lm_from_spec(args.model, temperature=0.0, max_tokens=args.max_tokens)
-    if args.adapter == "chat":
-        adapter = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
+    if args.format == "chat":
+        format = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
     else:
-        from dspyrl.formats import format_adapter
+        from dspyrl.formats import resolve_format
 
-        adapter = format_adapter(args.adapter, lm)
+        format = resolve_format(args.format, lm)
     rows, results = [], []
     for program_name in args.programs.split(","):
         spec = load_program_file(program_name)
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
             train, val, test = split_examples(spec.load_examples(), seed=seed)
             train, val, test = train[: args.train_limit], val[: args.val_limit], test[: args.test_limit]
             reward = spec.build_reward()
-            base, base_fail = test_score(spec.build_program(), test, reward, lm, args.threads, adapter)
+            base, base_fail = test_score(spec.build_program(), test, reward, lm, args.threads, format)
             console.print(f"{program_name} seed {seed}: {len(train)}/{len(val)}/{len(test)} rows, "
                           f"starting program test {base:.3f} ({base_fail} failed)")
             rows.append((program_name, seed, "starting program", base, base_fail, 0, 0, 0, 0.0, ""))
@@ -188,14 +188,14 @@ def main(argv=None) -> int:
                     dspy.cache.reset_memory_cache()
                 started, note = time.perf_counter(), ""
                 try:
-                    with dspy.context(lm=lm, callbacks=[counter], adapter=adapter):
+                    with dspy.context(lm=lm, callbacks=[counter], adapter=format):
                         optimized = run_optimizer(name, student, train, val, counting, lm, args.budget, seed,
                                                   args.threads, learn_format=not args.grpo_fixed_format)
                 except Exception as err:  # a crashing optimizer is a result, not the end of the benchmark
                     optimized, note = None, f"crashed: {type(err).__name__}: {' '.join(str(err).split())[:120]}"
                     traceback.print_exc()
                 wall = time.perf_counter() - started
-                score, failed = test_score(optimized, test, reward, lm, args.threads, adapter) if optimized else (float("nan"), 0)
+                score, failed = test_score(optimized, test, reward, lm, args.threads, format) if optimized else (float("nan"), 0)
                 row = (program_name, seed, name, score, failed, counter.program_runs, counting.calls, counter.lm_calls,
                        wall, note)
                 rows.append(row)
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
                     Path(args.json).write_text(json.dumps(results, indent=1))
 
     table = Table(title=f"prompt optimizers at a budget of {args.budget} program runs on {args.model}, "
-                        f"{type(adapter).__name__} (held-out test split)")
+                        f"{type(format).__name__} (held-out test split)")
     for column in ("program", "seed", "optimizer", "test score", "test failed", "program runs", "metric calls",
                    "LM calls", "wall time", "note"):
         table.add_column(column, justify="left" if column in ("program", "optimizer", "note") else "right")

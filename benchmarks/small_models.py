@@ -30,15 +30,15 @@ MODES = ("chat", "compact", "choice")
 
 def run_cell(program_file, examples, demos, mode: str, lm, threads: int) -> dict:
     """One (program, demos, mode) cell of the table."""
-    from dspyrl.formats import adapter_choices_for
+    from dspyrl.formats import format_choices_for
     from dspyrl.rollout import run_rollouts
 
     program = program_file.build_program()
     predictors = program.named_predictors()
     for _, predictor in predictors:
         predictor.demos = list(demos)
-    adapter = adapter_choices_for(predictors[0][1].signature)[mode]()
-    batch = run_rollouts(program, examples, program_file.build_reward(), lm=lm, adapter=adapter,
+    format = format_choices_for(predictors[0][1].signature)[mode]()
+    batch = run_rollouts(program, examples, program_file.build_reward(), lm=lm, format=format,
                          num_threads=threads, progress=False, description=f"{program_file.name}/{mode}")
     parse_failures = sum(1 for r in batch.rollouts if r.error and r.error.startswith("AdapterParseError"))
     other_failures = sum(1 for r in batch.rollouts if r.error and not r.error.startswith("AdapterParseError"))

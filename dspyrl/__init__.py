@@ -6,7 +6,7 @@ from dspyrl.compare import ModelComparator
 from dspyrl.data import load_examples, split_examples
 from dspyrl.errors import DspyrlError
 from dspyrl.lm import local_lm, openai_compatible, openrouter
-from dspyrl.optim.weights.dpo import DPO, LoraDPOConfig
+from dspyrl.optim.weights.dpo import DPO, LoraDPO, LoraDPOConfig
 from dspyrl.optim.prompts.grpo import GRPO, GRPOConfig
 from dspyrl.optim.weights.grpo import LoraGRPO, LoraGRPOConfig
 from dspyrl.optim.schedule import Schedule
@@ -16,7 +16,7 @@ from dspyrl.runs import save_program
 
 __version__ = "0.1.0"
 
-__all__ = ["ChoiceAdapter", "CompactAdapter", "DPO", "DspyrlError", "GRPO", "GRPOConfig", "LoraDPOConfig", "LoraGRPO",
+__all__ = ["ChoiceAdapter", "CompactAdapter", "DPO", "DspyrlError", "GRPO", "GRPOConfig", "LoraDPO", "LoraDPOConfig", "LoraGRPO",
            "LoraGRPOConfig", "ModelComparator", "RewardModule", "RewardResult", "Schedule", "WeightedReward",
            "__version__", "load_examples", "local_lm", "openai_compatible", "openrouter", "run_rollouts",
            "save_program", "split_examples", "use_predictor_formats"]

@@ -43,7 +43,7 @@ class PredictorCall:
     """One call of one predictor inside a rollout."""
 
     predictor: str  # the name from program.named_predictors(), e.g. "predict" or "classify.predict"
-    messages: list[dict] | None  # the chat messages the adapter formatted (last attempt, if the adapter retried)
+    messages: list[dict] | None  # the chat messages the format formatted (last attempt, if the format retried)
     completion: str | None  # the raw LM text
     outputs: dict[str, Any] | None  # the parsed output fields, None if parsing failed
     failed: bool = False
@@ -224,7 +224,7 @@ class _CallRecorder(BaseCallback):
 
 # ----------------------------------------------------------------------------------------------- the engine
 def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any], *, group_size: int = 1,
-                 lm: dspy.LM | None = None, adapter: Any = None, num_threads: int = 4,
+                 lm: dspy.LM | None = None, format: Any = None, num_threads: int = 4,
                  configure: Callable[[dspy.Module, int, int], dict] | None = None, progress: bool = True,
                  temperature: float | None = None, cache: bool = True, failure_reward: float = 0.0,
                  rollout_offset: int = 0, description: str = "rollouts") -> RolloutBatch:
@@ -233,7 +233,7 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
     `lm` defaults to `dspy.settings.lm`. `temperature` overrides the LM's (samples of a group differ only when it is
     > 0). `rollout_offset` shifts the samples' rollout ids: an optimizer passes e.g. step × group_size so that step 2
     does not get step 1's cached samples back, while a resumed run still hits the cache. `cache=False` bypasses
-    DSPy's cache altogether. `adapter` is a dspy Adapter instance (or None for the context's adapter).
+    DSPy's cache altogether. `format` is a dspy Adapter instance (or None for the context's format).
     """
     if group_size < 1:
         raise ConfigError(f"group_size must be at least 1, got {group_size}")
@@ -255,7 +255,7 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
             updates["rollout_id"] = rollout_offset + s
         if not cache:
             updates["cache"] = False
-        return _rollout(program, examples[i], i, s, reward, base_lm.copy(**updates), adapter, configure, failure_reward)
+        return _rollout(program, examples[i], i, s, reward, base_lm.copy(**updates), format, configure, failure_reward)
 
     results: list[tuple[Rollout, _CallRecorder]] = []
     with _progress_bar(progress, description, len(jobs)) as advance:
@@ -266,7 +266,7 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
         else:
             with ThreadPoolExecutor(max_workers=min(num_threads, len(jobs))) as pool:
                 # Each job runs in a copy of the caller's context, so dspy.context() settings made by the caller
-                # (adapter, callbacks, track_usage) hold inside the worker threads too.
+                # (format, callbacks, track_usage) hold inside the worker threads too.
                 futures = [pool.submit(contextvars.copy_context().run, run_one, job) for job in jobs]
                 try:
                     for future in futures:
@@ -297,14 +297,14 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
     return batch
 
 
-def _rollout(program, example, i, s, reward, rollout_lm, adapter, configure, failure_reward):
+def _rollout(program, example, i, s, reward, rollout_lm, format, configure, failure_reward):
     program_copy = _copy_program(program)
     choices = configure(program_copy, i, s) if configure is not None else {}
     recorder = _CallRecorder({id(p): name for name, p in program_copy.named_predictors()})
     settings: dict[str, Any] = {"lm": rollout_lm, "callbacks": [*(dspy.settings.callbacks or []), recorder]}
-    if adapter is not None:
-        settings["adapter"] = adapter
-    if predictor_formats(program_copy):  # per-predictor formats (the prompt policy's choice) route over `adapter`
+    if format is not None:
+        settings["adapter"] = format
+    if predictor_formats(program_copy):  # per-predictor formats (the prompt policy's choice) route over `format`
         router = PredictorFormats(settings.get("adapter") or dspy.settings.adapter)
         settings.update(adapter=router, callbacks=[*settings["callbacks"], router])
     prediction, error = None, None

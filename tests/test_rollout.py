@@ -62,7 +62,7 @@ def lm(tiny_model_dir):
 
 def test_groups_of_samples_with_calls_tokens_and_rewards(lm):
     batch = run_rollouts(dspy.Predict("question -> answer"), EXAMPLES, length_reward, group_size=3, lm=lm,
-                         adapter=WholeTextAdapter(), temperature=1.0, num_threads=4, progress=False)
+                         format=WholeTextAdapter(), temperature=1.0, num_threads=4, progress=False)
     assert len(batch.rollouts) == 12
     ok = only_empty_response_failures(batch, at_most=3)
     assert batch.metric_calls == len(ok)
@@ -87,8 +87,8 @@ def test_groups_of_samples_with_calls_tokens_and_rewards(lm):
 
 
 def test_rerun_hits_the_cache_and_offset_draws_new_samples(lm):
-    program, adapter = dspy.Predict("question -> answer"), WholeTextAdapter()
-    kwargs = dict(group_size=2, lm=lm, adapter=adapter, temperature=1.0, progress=False)
+    program, format = dspy.Predict("question -> answer"), WholeTextAdapter()
+    kwargs = dict(group_size=2, lm=lm, format=format, temperature=1.0, progress=False)
     first = run_rollouts(program, EXAMPLES[:2], length_reward, **kwargs)
     only_empty_response_failures(first, at_most=1)
     calls = lm.engine.generate_calls
@@ -130,7 +130,7 @@ def test_broken_rewards_are_counted(lm):
             return math.nan
         return RewardResult(0.5, {"a": 0.5})
 
-    batch = run_rollouts(dspy.Predict("question -> answer"), EXAMPLES, sometimes, lm=lm, adapter=WholeTextAdapter(),
+    batch = run_rollouts(dspy.Predict("question -> answer"), EXAMPLES, sometimes, lm=lm, format=WholeTextAdapter(),
                          progress=False)
     assert batch.failures == 0 and batch.reward_failures == 2 and batch.metric_calls == 4
     assert "reward failed: KeyError" in batch.rollouts[0].reward.feedback
@@ -147,7 +147,7 @@ def test_configure_sets_prompts_per_rollout_without_leaking(lm):
         copy.final.signature = copy.final.signature.with_instructions(instruction)
         return {"final": {"instruction": instruction}}
 
-    batch = run_rollouts(program, EXAMPLES, length_reward, group_size=2, lm=lm, adapter=WholeTextAdapter(),
+    batch = run_rollouts(program, EXAMPLES, length_reward, group_size=2, lm=lm, format=WholeTextAdapter(),
                          configure=configure, temperature=0.7, num_threads=4, progress=False)
     ok = only_empty_response_failures(batch, at_most=3)
     for rollout in batch.rollouts:

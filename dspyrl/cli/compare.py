@@ -79,10 +79,10 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
         arm_b = resolve_arm(b, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
         judge_lm = lm_from_spec(judge, temperature=0.0, max_tokens=max_tokens) if judge else None
     if format:  # both arms; a saved program's per-predictor format still wins for its predictors
-        from dspyrl.formats import format_adapter
+        from dspyrl.formats import resolve_format
 
-        arm_a.adapter = format_adapter(format, arm_a.lm)
-        arm_b.adapter = format_adapter(format, arm_b.lm)
+        arm_a.format = resolve_format(format, arm_a.lm)
+        arm_b.format = resolve_format(format, arm_b.lm)
     if arm_a.name == arm_b.name:  # two runs named 'program' from different folders: keep them apart in the report
         arm_a.name, arm_b.name = f"{arm_a.name} (A)", f"{arm_b.name} (B)"
     reward = program_file.build_reward(judge_lm=judge_lm)

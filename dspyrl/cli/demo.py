@@ -22,9 +22,9 @@ def run_demo(model: str = "smollm2", limit: int | None = None, threads: int = 4,
     with console.status("loading the model…"):
         lm = lm_from_spec(model, temperature=0.0, max_tokens=64)
     # Small local models cannot follow DSPy's default chat format (measured: chance accuracy, parse failures), but they
-    # rank well-formed answers well: constrained choice where the model is ours, DSPy's default adapter elsewhere.
-    adapter = ChoiceAdapter() if guided_choice_route(lm) is not None else None
-    batch = run_rollouts(spec.build_program(), examples, spec.build_reward(), lm=lm, adapter=adapter,
+    # rank well-formed answers well: constrained choice where the model is ours, DSPy's default format elsewhere.
+    format = ChoiceAdapter() if guided_choice_route(lm) is not None else None
+    batch = run_rollouts(spec.build_program(), examples, spec.build_reward(), lm=lm, format=format,
                          num_threads=threads, description="running")
     latencies = sorted(r.latency_s for r in batch.rollouts)
     wall = batch.wall_s
@@ -69,7 +69,7 @@ def run_command(args) -> int:
         from dspyrl.cli.optimize import optimize_program
 
         # From DSPy's ChatAdapter, which this model cannot follow: the format is one of the things GRPO learns. Without
-        # the adapter's JSON retry: it rescues about half the replies at twice the cost (57% on the test split, and the
+        # the format's JSON retry: it rescues about half the replies at twice the cost (57% on the test split, and the
         # demo took ~100 s longer).
-        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads, adapter="chat")
+        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads, format="chat")
     return 0

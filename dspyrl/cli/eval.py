@@ -41,7 +41,7 @@ class EvalConfig:
     max_tokens: int = 256
     failure_reward: float = 0.0
     overwrite: bool = False
-    format: str | None = None  # a --format name (dspyrl.formats.FORMATS); None: the context's adapter
+    format: str | None = None  # a --format name (dspyrl.formats.FORMATS); None: the context's format
 
 
 def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     model specs with ready dspy.LM objects (used by tests and by callers that already hold an LM)."""
     from rich.console import Console
 
-    from dspyrl.formats import format_adapter
+    from dspyrl.formats import resolve_format
     from dspyrl.data import DataSpec, load_examples
     from dspyrl.lm import lm_from_spec
     from dspyrl.program_file import load_program_file
@@ -85,7 +85,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
                   f"{f' (judge {config.judge})' if config.judge else ''}, {len(examples)} examples"
                   f"{f' from {config.data}' if config.data else ''}")
     batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
-                         adapter=format_adapter(config.format, lm), failure_reward=config.failure_reward,
+                         format=resolve_format(config.format, lm), failure_reward=config.failure_reward,
                          description=f"eval {spec.name}")
 
     summary = summarize(batch, examples, component_names=list(getattr(reward, "weights", {}) or []))

@@ -19,15 +19,15 @@ from dspyrl.runs import write_json_atomic
 from dspyrl.cli.options import add_format_option, add_model_option
 
 METHODS = ("grpo", "dpo")
-ADAPTERS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
+TRAINABLE_FORMATS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
 
 
 def finetune_program(program: str = "sentiment", *, model: str = "smollm2", method: str = "grpo", steps: int = 40,
                      out: str | None = None, resume: bool = False, pairs: str | None = None, judge: str | None = None,
-                     adapter: str = "chat", seed: int = 0, threads: int = 4, max_tokens: int = 128,
+                     format: str = "chat", seed: int = 0, threads: int = 4, max_tokens: int = 128,
                      console: Console | None = None, **settings) -> dict:
     """Run the whole story for a program file and print it; returns the summary (also saved as summary.json)."""
-    from dspyrl.formats import format_adapter
+    from dspyrl.formats import resolve_format
     from dspyrl.formats.per_predictor import set_format
     from dspyrl.data import split_examples
     from dspyrl.errors import ConfigError
@@ -38,8 +38,8 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
 
     if method not in METHODS:
         raise ConfigError(f"unknown method '{method}'", hint=f"methods are: {', '.join(METHODS)}")
-    if adapter not in ADAPTERS:
-        raise ConfigError(f"unknown adapter '{adapter}'", hint=f"adapters are: {', '.join(ADAPTERS)}")
+    if format not in TRAINABLE_FORMATS:
+        raise ConfigError(f"unknown format '{format}'", hint=f"formats are: {', '.join(TRAINABLE_FORMATS)}")
     if resume and not out:
         raise ConfigError("--resume needs --out: the run folder to continue")
     console = console or Console()
@@ -54,20 +54,20 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
         judge_lm = lm_from_spec(judge, temperature=0.0) if judge else None
     reward = spec.build_reward(judge_lm=judge_lm)
     student = spec.build_program()
-    dspy_adapter = format_adapter(adapter)
+    dspy_format = resolve_format(format)
     # The weights learn to answer in this format: pinned on the student, every scoring run here uses it, and the saved
     # program keeps it, so `dspyrl compare` of the run folder asks the tuned model the way it was trained.
     for _, predictor in student.named_predictors():
-        set_format(predictor, adapter)
+        set_format(predictor, format)
     if method == "grpo":
         from dspyrl.optim.weights.grpo import LoraGRPO
 
-        optimizer = LoraGRPO(reward, lm=lm, adapter=dspy_adapter, run_dir=out, resume=resume, steps=steps,
+        optimizer = LoraGRPO(reward, lm=lm, format=dspy_format, run_dir=out, resume=resume, steps=steps,
                              num_threads=threads, seed=seed, **settings)
     else:
-        from dspyrl.optim.weights.dpo import DPO
+        from dspyrl.optim.weights.dpo import LoraDPO
 
-        optimizer = DPO(reward, lm=lm, adapter=dspy_adapter, pairs=pairs, run_dir=out, resume=resume, steps=steps,
+        optimizer = LoraDPO(reward, lm=lm, format=dspy_format, pairs=pairs, run_dir=out, resume=resume, steps=steps,
                         num_threads=threads, seed=seed, **settings)
     # A hosted model or a bad pairs file fails here, before minutes of scoring.
     local_model_of(student, lm)
@@ -83,10 +83,10 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
         after = evaluate(optimized, test, reward, tuned_lm, num_threads=threads)
 
     result = optimizer.result
-    summary = {"program": spec.name, "model": model, "method": method, "format": adapter, "steps": result.steps,
+    summary = {"program": spec.name, "model": model, "method": method, "format": format, "steps": result.steps,
                "test_before": before, "test_after": after, "val_before": result.val_before,
                "val_after": result.val_after, "train_wall_s": result.train_wall_s, "finetune_wall_s": train_s,
-               "adapter": result.adapter_dir, "program_json": str(out / "program.json"), **result.details}
+               "adapter_dir": result.adapter_dir, "program_json": str(out / "program.json"), **result.details}
     write_json_atomic(out / "summary.json", summary)
     _show(console, summary)
     return summary
@@ -101,8 +101,8 @@ def _show(console: Console, summary: dict) -> None:
     table.add_row(f"LoRA {summary['method'].upper()}", f"{after['score']:.1%}", f"{after['failures']}/{after['n']}",
                   str(summary["steps"]), f"{summary['finetune_wall_s']:.0f} s")
     console.print(table)
-    console.print(f"adapter: {summary['adapter']}  (serve it: dspyrl serve --model {summary['model']} "
-                  f"--adapter {summary['adapter']})")
+    console.print(f"adapter: {summary['adapter_dir']}  (serve it: dspyrl serve --model {summary['model']} "
+                  f"--adapter {summary['adapter_dir']})")
     console.print(f"saved: {summary['program_json']}")
 
 
@@ -148,6 +148,6 @@ def run_command(args) -> int:
     else:
         settings.update(group_size=args.num_generations)
     finetune_program(args.program, model=args.model, method=args.method, steps=args.steps, out=args.out,
-                     resume=args.resume, pairs=args.pairs, judge=args.judge, adapter=args.format, seed=args.seed,
+                     resume=args.resume, pairs=args.pairs, judge=args.judge, format=args.format, seed=args.seed,
                      threads=args.threads, max_tokens=args.max_tokens, **settings)
     return 0

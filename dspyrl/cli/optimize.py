@@ -34,12 +34,12 @@ def evaluate(program, examples, reward, lm, *, num_threads: int = 4) -> dict:
 def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judge: str | None = None,
                      reflection_model: str | None = None, budget: int = 150, out: str | None = None,
                      resume: bool = False, seed: int = 0, threads: int = 4, max_tokens: int = 128,
-                     adapter: str | None = None, console: Console | None = None, **grpo_settings) -> dict:
+                     format: str | None = None, console: Console | None = None, **grpo_settings) -> dict:
     """Run the whole story for a program file and print it; returns the summary (also saved as summary.json).
 
-    `adapter` (a --format name, see dspyrl.formats.FORMATS) formats every run, before, during and after
+    `format` (a --format name, see dspyrl.formats.FORMATS) formats every run, before, during and after
     optimization; None keeps DSPy's. GRPO may still pin another format per predictor (GRPOConfig.learn_format)."""
-    from dspyrl.formats import format_adapter
+    from dspyrl.formats import resolve_format
     from dspyrl.data import split_examples
     from dspyrl.lm import lm_from_spec
     from dspyrl.optim.prompts.grpo import GRPO
@@ -58,9 +58,9 @@ def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judg
         reflection_lm = lm_from_spec(reflection_model, temperature=1.0) if reflection_model else None
     reward = spec.build_reward(judge_lm=judge_lm)
     student = spec.build_program()
-    chosen_adapter = format_adapter(adapter, lm)
+    chosen_format = resolve_format(format, lm)
 
-    with dspy.context(adapter=chosen_adapter) if chosen_adapter is not None else contextlib.nullcontext():
+    with dspy.context(adapter=chosen_format) if chosen_format is not None else contextlib.nullcontext():
         with console.status("scoring the starting program on the test split…"):
             before = evaluate(student, test, reward, lm, num_threads=threads)
         started = time.perf_counter()
@@ -72,7 +72,7 @@ def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judg
             after = evaluate(optimized, test, reward, lm, num_threads=threads)
 
     state = optimizer.state
-    summary = {"program": spec.name, "model": model, "adapter": type(chosen_adapter).__name__ if chosen_adapter else None,
+    summary = {"program": spec.name, "model": model, "format": type(chosen_format).__name__ if chosen_format else None,
                "test_before": before, "test_after": after,
                "best_val": state.best, "metric_calls": state.metric_calls, "lm_calls": state.lm_calls,
                "steps": state.step, "stopped": state.stopped, "optimize_wall_s": optimize_s,
@@ -83,8 +83,8 @@ def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judg
 
 
 def show_story(console: Console, summary: dict, optimized) -> None:
-    adapter = f" (starting format: {summary['adapter']})" if summary.get("adapter") else ""
-    table = Table(title=f"{summary['program']} on {summary['model']}{adapter}: held-out test split")
+    starting = f" (starting format: {summary['format']})" if summary.get("format") else ""
+    table = Table(title=f"{summary['program']} on {summary['model']}{starting}: held-out test split")
     for column in ("program", "test score", "failed runs", "metric calls", "wall time"):
         table.add_column(column, justify="right")
     before, after = summary["test_before"], summary["test_after"]
@@ -135,6 +135,6 @@ def run_command(args) -> int:
         raise ConfigError("--resume needs --out: the run folder to continue")
     optimize_program(args.program, model=args.model, judge=args.judge, reflection_model=args.reflection_model,
                      budget=args.budget, out=args.out, resume=args.resume, seed=args.seed, threads=args.threads,
-                     max_tokens=args.max_tokens, adapter=args.format, group_size=args.group_size,
+                     max_tokens=args.max_tokens, format=args.format, group_size=args.group_size,
                      batch_size=args.batch_size, learn_format=not args.fixed_format)
     return 0

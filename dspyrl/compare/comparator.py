@@ -41,7 +41,7 @@ class Arm:
     lm: dspy.LM | None = None
     name: str = ""
     description: str = ""
-    adapter: Any = None  # a dspy.Adapter (Chat / JSON / XML); None: DSPy's default
+    format: Any = None  # a dspy.Adapter (Chat / JSON / XML); None: DSPy's default
 
 
 def resolve_arm(spec: str, *, program_file, model: str = "smollm2", lm_kwargs: dict | None = None,
@@ -59,10 +59,10 @@ def resolve_arm(spec: str, *, program_file, model: str = "smollm2", lm_kwargs: d
     lm_kwargs = dict(lm_kwargs or {})
     lm_cache = {} if lm_cache is None else lm_cache
 
-    def lm_for(model_spec: str, adapter: str | None = None) -> dspy.LM:
-        key = (model_spec, adapter)
+    def lm_for(model_spec: str, adapter_dir: str | None = None) -> dspy.LM:
+        key = (model_spec, adapter_dir)
         if key not in lm_cache:
-            kwargs = dict(lm_kwargs, adapter=adapter) if adapter else lm_kwargs
+            kwargs = dict(lm_kwargs, adapter=adapter_dir) if adapter_dir else lm_kwargs
             lm_cache[key] = lm_from_spec(model_spec, **kwargs)
         return lm_cache[key]
 
@@ -75,12 +75,12 @@ def resolve_arm(spec: str, *, program_file, model: str = "smollm2", lm_kwargs: d
                    description=f"{program_file.name} program on {model} + LoRA adapter {path}")
     run_adapter = path / "adapter"
     if path.is_dir() and ((path / "program.json").is_file() or (run_adapter / "adapter_config.json").is_file()):
-        adapter = str(run_adapter) if (run_adapter / "adapter_config.json").is_file() else None
+        adapter_dir = str(run_adapter) if (run_adapter / "adapter_config.json").is_file() else None
         saved = path / "program.json"
         program = _load_saved_program(program_file, saved) if saved.is_file() else program_file.build_program()
-        return Arm(program, lm_for(model, adapter), name=path.name,
+        return Arm(program, lm_for(model, adapter_dir), name=path.name,
                    description=f"{program_file.name} program from {saved if saved.is_file() else 'its file'} on {model}"
-                               + (f" + LoRA adapter {adapter}" if adapter else "") + _formats_note(program))
+                               + (f" + LoRA adapter {adapter_dir}" if adapter_dir else "") + _formats_note(program))
     if path.suffix == ".json":
         if not path.is_file():
             raise ConfigError(f"saved program {path} does not exist")
@@ -308,7 +308,7 @@ class ModelComparator:
                     "failure_reward": c.failure_reward, "confidence": c.confidence, "alpha": c.alpha,
                     "bootstrap_resamples": c.n_resamples}
         arms = {letter: {"name": arm.name, "description": arm.description,
-                         "lm": getattr(arm.lm, "model", None), "adapter": type(arm.adapter).__name__ if arm.adapter else None}
+                         "lm": getattr(arm.lm, "model", None), "format": type(arm.format).__name__ if arm.format else None}
                 for letter, arm in (("A", self.arm_a), ("B", self.arm_b))}
         cost = {letter: arm_cost(batches[letter], arm.lm) for letter, arm in (("A", self.arm_a), ("B", self.arm_b))}
         return ComparisonResult(arms, settings, stats, cost, rows, judge_summary)
@@ -324,13 +324,13 @@ class ModelComparator:
         c = self.config
 
         def run(arm: Arm, label: str):
-            return run_rollouts(arm.program, self.examples, self.reward, group_size=1, lm=arm.lm, adapter=arm.adapter,
+            return run_rollouts(arm.program, self.examples, self.reward, group_size=1, lm=arm.lm, format=arm.format,
                                 num_threads=c.num_threads, progress=c.progress, temperature=c.temperature,
                                 cache=c.cache, failure_reward=c.failure_reward, description=label)
 
         names = self._names()
         with ThreadPoolExecutor(max_workers=2) as pool:
-            # copy_context: the caller's dspy.context (LM, adapter, callbacks) holds inside both arms' threads
+            # copy_context: the caller's dspy.context (LM, format, callbacks) holds inside both arms' threads
             futures = {letter: pool.submit(contextvars.copy_context().run, run, arm, name)
                        for letter, arm, name in (("A", self.arm_a, names[0]), ("B", self.arm_b, names[1]))}
             return {letter: future.result() for letter, future in futures.items()}

@@ -3,9 +3,9 @@
 - `CompactAdapter`: short plain-text layout, demos as plain input/output pairs, lenient parsing (small models).
 - `ChoiceAdapter`: constrained choice among the complete replies of a finite-valued signature (local models, servers
   that honour vLLM's `guided_choice`); never a parse failure.
-- `adapter_choices_for(signature)`: the adapters a prompt policy may choose among for one predictor; the choice is
+- `format_choices_for(signature)`: the formats a prompt policy may choose among for one predictor; the choice is
   pinned per predictor (`dspyrl.formats.per_predictor`).
-- `format_adapter(name, lm)`: the adapter behind the CLI's `--format`.
+- `resolve_format(name, lm)`: the format behind the CLI's `--format`.
 - `label_balanced_demos(examples, field, k, seed)`: demo sets with every label equally often.
 """
 
@@ -28,8 +28,8 @@ def _chat() -> dspy.Adapter:
 FORMATS = ("chat", "json", "compact", "choice", "auto")  # what --format takes on the CLI
 
 
-def format_adapter(name: str | None, lm=None) -> dspy.Adapter | None:
-    """The adapter a --format name stands for; None (or "") keeps the context's (DSPy's ChatAdapter by default).
+def resolve_format(name: str | None, lm=None) -> dspy.Adapter | None:
+    """The format a --format name stands for; None (or "") keeps the context's (DSPy's ChatAdapter by default).
 
     "auto" is constrained choice where the LM can take it (our local models, `dspyrl serve`), else DSPy's default."""
     from dspyrl.errors import ConfigError
@@ -44,8 +44,8 @@ def format_adapter(name: str | None, lm=None) -> dspy.Adapter | None:
     return factories[name]()
 
 
-def adapter_choices_for(signature) -> dict[str, Callable[[], dspy.Adapter]]:
-    """Named adapter factories for a predictor with this signature: chat, json, compact, and choice when it applies.
+def format_choices_for(signature) -> dict[str, Callable[[], dspy.Adapter]]:
+    """Named format factories for a predictor with this signature: chat, json, compact, and choice when it applies.
 
     "choice" is offered only when every output field is finite (Literal / Enum / bool); on an LM that cannot take
     `guided_choice` it behaves as "compact".
@@ -56,5 +56,5 @@ def adapter_choices_for(signature) -> dict[str, Callable[[], dspy.Adapter]]:
     return choices
 
 
-__all__ = ["FORMATS", "ChoiceAdapter", "CompactAdapter", "adapter_choices_for", "choice_outputs", "format_adapter",
+__all__ = ["FORMATS", "ChoiceAdapter", "CompactAdapter", "format_choices_for", "choice_outputs", "resolve_format",
            "guided_choice_route", "label_balanced_demos"]

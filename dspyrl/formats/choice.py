@@ -1,6 +1,6 @@
 """Constrained choice: when every output field has a finite set of values, let the model pick a whole reply.
 
-For `sentiment: Literal["positive", "negative"]` the candidates are the two complete replies a format adapter would
+For `sentiment: Literal["positive", "negative"]` the candidates are the two complete replies a format format would
 write (`sentiment: positive`, `sentiment: negative` with the compact format). They travel to the LM as vLLM's
 `guided_choice` request field; our local engine and `dspyrl serve` answer with the candidate of highest total
 log-probability (or a draw from their normalised distribution at temperature > 0), so the reply always parses: a
@@ -10,8 +10,8 @@ Where the field goes, decided once here:
 - an in-process local model (`dspyrl.lm.local_lm`): always — its engine reads `config.extensions["guided_choice"]`;
 - an LM with an `api_base` (an OpenAI-compatible server: `dspyrl serve`, vLLM): by default — the field is sent in the
   JSON body; a server that does not know it answers freely and the reply is parsed leniently like any other;
-- any other hosted model (OpenRouter, OpenAI, …): never — OpenAI rejects unknown body fields, so the adapter just
-  runs its format adapter (free generation + lenient parsing).
+- any other hosted model (OpenRouter, OpenAI, …): never — OpenAI rejects unknown body fields, so the format just
+  runs its format format (free generation + lenient parsing).
 """
 
 from __future__ import annotations
@@ -80,16 +80,16 @@ def guided_choice_request(lm, messages: list[dict], candidates: list[str], lm_kw
 
 
 class ChoiceAdapter(dspy.Adapter):
-    """Constrained choice over a format adapter's replies (CompactAdapter by default); see the module docstring.
+    """Constrained choice over a format format's replies (CompactAdapter by default); see the module docstring.
 
     Signatures with a non-finite output field, and LMs that cannot take `guided_choice`, are handed to the format
-    adapter unchanged, so this adapter is safe to set globally.
+    format unchanged, so this format is safe to set globally.
     """
 
-    def __init__(self, format_adapter: dspy.Adapter | None = None, *, send_guided_choice: bool | None = None,
+    def __init__(self, text_format: dspy.Adapter | None = None, *, send_guided_choice: bool | None = None,
                  max_choices: int = MAX_CHOICES, callbacks=None):
         super().__init__(callbacks=callbacks)
-        self.format_adapter = format_adapter or CompactAdapter()
+        self.text_format = text_format or CompactAdapter()
         self.send_guided_choice = send_guided_choice  # None: decide by guided_choice_route; False: never; True: always
         self.max_choices = max_choices
 
@@ -100,10 +100,10 @@ class ChoiceAdapter(dspy.Adapter):
 
     def __call__(self, lm, lm_kwargs, signature, demos, inputs) -> list[dict[str, Any]]:
         if not self.applies(lm, signature):
-            return self.format_adapter(lm, lm_kwargs, signature, demos, inputs)
+            return self.text_format(lm, lm_kwargs, signature, demos, inputs)
         outputs = choice_outputs(signature, self.max_choices)
-        messages = self.format_adapter.format(signature, demos, inputs)
-        replies = [self.format_adapter.format_assistant_message_content(signature, o) for o in outputs]
+        messages = self.text_format.format(signature, demos, inputs)
+        replies = [self.text_format.format_assistant_message_content(signature, o) for o in outputs]
         lm_kwargs = dict(lm_kwargs)
         n = int(lm_kwargs.pop("n", None) or getattr(lm, "kwargs", {}).get("n") or 1)
         rollout_id = lm_kwargs.pop("rollout_id", None)
@@ -116,35 +116,35 @@ class ChoiceAdapter(dspy.Adapter):
             text = lm(request, rollout_id=sample_id, **cache).text or ""
             # Parsed even when it is one of our own replies (they round-trip), so parse callbacks see every output;
             # a server that ignored guided_choice answered freely, and that reply is read leniently like any other.
-            results.append(self.format_adapter.parse(signature, text))
+            results.append(self.text_format.parse(signature, text))
         return results
 
     async def acall(self, lm, lm_kwargs, signature, demos, inputs) -> list[dict[str, Any]]:
         if not self.applies(lm, signature):
-            return await self.format_adapter.acall(lm, lm_kwargs, signature, demos, inputs)
+            return await self.text_format.acall(lm, lm_kwargs, signature, demos, inputs)
         return await asyncio.to_thread(self.__call__, lm, lm_kwargs, signature, demos, inputs)
 
-    # Everything else (what a prompt looks like, how a reply is read) is the format adapter's.
+    # Everything else (what a prompt looks like, how a reply is read) is the format format's.
     def format(self, signature, demos, inputs):
-        return self.format_adapter.format(signature, demos, inputs)
+        return self.text_format.format(signature, demos, inputs)
 
     def parse(self, signature, completion):
-        return self.format_adapter.parse(signature, completion)
+        return self.text_format.parse(signature, completion)
 
     def format_field_description(self, signature):
-        return self.format_adapter.format_field_description(signature)
+        return self.text_format.format_field_description(signature)
 
     def format_field_structure(self, signature):
-        return self.format_adapter.format_field_structure(signature)
+        return self.text_format.format_field_structure(signature)
 
     def format_task_description(self, signature):
-        return self.format_adapter.format_task_description(signature)
+        return self.text_format.format_task_description(signature)
 
     def format_user_message_content(self, signature, inputs, prefix="", suffix="", main_request=False):
-        return self.format_adapter.format_user_message_content(signature, inputs, prefix, suffix, main_request)
+        return self.text_format.format_user_message_content(signature, inputs, prefix, suffix, main_request)
 
     def format_assistant_message_content(self, signature, outputs, missing_field_message=None):
-        return self.format_adapter.format_assistant_message_content(signature, outputs, missing_field_message)
+        return self.text_format.format_assistant_message_content(signature, outputs, missing_field_message)
 
     def format_demos(self, signature, demos):
-        return self.format_adapter.format_demos(signature, demos)
+        return self.text_format.format_demos(signature, demos)

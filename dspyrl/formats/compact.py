@@ -175,7 +175,7 @@ def parse_field_value(text: str, annotation) -> Any:
     return parse_value(_strip_fences(text), annotation)  # dicts, pydantic models, …: DSPy's JSON-repairing parser
 
 
-# ----------------------------------------------------------------------------------------------- the adapter
+# ----------------------------------------------------------------------------------------------- the format
 def _field_hint(name: str, field) -> str:
     """The placeholder on an output field's reply line, e.g. `<sentiment>`, `<integer>`.
 

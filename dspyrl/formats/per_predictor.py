@@ -1,13 +1,13 @@
-"""A format per predictor: DSPy picks one adapter for the whole program (`dspy.settings.adapter`); the prompt policy
+"""A format per predictor: DSPy picks one format for the whole program (`dspy.settings.adapter`); the prompt policy
 chooses one per predictor (constrained choice for a classifier, compact for a small model's free text, ...).
 
 The choice is a plain attribute on the predictor, `dspyrl_format = "choice"`. It survives DSPy's own save and load:
 `RunFolder.save_program` writes it into the predictor's state in program.json, and `Predict.load_state` sets every
 state key it does not know as an attribute, so `program.load("program.json")` brings it back with nothing from us.
 
-What honours it is `PredictorFormats`, which is both the context's adapter and a DSPy callback: the callback keeps a
-per-thread stack of the Predict calls in progress, and each adapter call is formatted by the innermost one's chosen
-adapter (the context's previous adapter for predictors without a choice). `use_predictor_formats(program)` installs
+What honours it is `PredictorFormats`, which is both the context's format and a DSPy callback: the callback keeps a
+per-thread stack of the Predict calls in progress, and each format call is formatted by the innermost one's chosen
+format (the context's previous format for predictors without a choice). `use_predictor_formats(program)` installs
 it; every dspyrl entry point runs programs through `run_rollouts`, which does so, and a user running an optimized
 program by hand wraps the call the same way:
 
@@ -27,15 +27,15 @@ FORMAT_ATTRIBUTE = "dspyrl_format"
 
 
 def set_format(predictor, name: str | None) -> None:
-    """Pin a predictor to a named format (see `adapter_choices_for`); None falls back to the context's adapter."""
-    from dspyrl.formats import adapter_choices_for
+    """Pin a predictor to a named format (see `format_choices_for`); None falls back to the context's format."""
+    from dspyrl.formats import format_choices_for
 
     if name is None:
         predictor.__dict__.pop(FORMAT_ATTRIBUTE, None)
         return
-    if name not in adapter_choices_for(predictor.signature):
+    if name not in format_choices_for(predictor.signature):
         raise ValueError(f"format '{name}' does not apply to {predictor.signature.__name__}; "
-                         f"choose one of {', '.join(adapter_choices_for(predictor.signature))}")
+                         f"choose one of {', '.join(format_choices_for(predictor.signature))}")
     setattr(predictor, FORMAT_ATTRIBUTE, name)
 
 
@@ -46,13 +46,13 @@ def predictor_formats(program) -> dict[str, str]:
 
 
 class PredictorFormats(dspy.Adapter, BaseCallback):
-    """Routes each adapter call to the calling predictor's chosen format (module docstring)."""
+    """Routes each format call to the calling predictor's chosen format (module docstring)."""
 
     def __init__(self, fallback: dspy.Adapter | None = None):
         super().__init__()
         self.fallback = fallback or dspy.ChatAdapter()
         self._active = threading.local()
-        self._adapters: dict[str, dspy.Adapter] = {}
+        self._formats: dict[str, dspy.Adapter] = {}
         self._lock = threading.Lock()
 
     def _stack(self) -> list:
@@ -70,21 +70,21 @@ class PredictorFormats(dspy.Adapter, BaseCallback):
         if stack and stack[-1][0] == call_id:
             stack.pop()
 
-    # -- adapter side ------------------------------------------------------------------------------------------------
-    def adapter_for(self, predictor) -> dspy.Adapter:
-        from dspyrl.formats import adapter_choices_for
+    # -- format side ------------------------------------------------------------------------------------------------
+    def format_for(self, predictor) -> dspy.Adapter:
+        from dspyrl.formats import format_choices_for
 
         name = getattr(predictor, FORMAT_ATTRIBUTE, None) if predictor is not None else None
         if not name:
             return self.fallback
-        with self._lock:  # adapters hold no per-call state: one of each name serves every predictor
-            if name not in self._adapters:
-                self._adapters[name] = adapter_choices_for(predictor.signature)[name]()
-            return self._adapters[name]
+        with self._lock:  # formats hold no per-call state: one of each name serves every predictor
+            if name not in self._formats:
+                self._formats[name] = format_choices_for(predictor.signature)[name]()
+            return self._formats[name]
 
     def _current(self) -> dspy.Adapter:
         stack = self._stack()
-        return self.adapter_for(stack[-1][1] if stack else None)
+        return self.format_for(stack[-1][1] if stack else None)
 
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):
         return self._current()(lm, lm_kwargs=lm_kwargs, signature=signature, demos=demos, inputs=inputs)

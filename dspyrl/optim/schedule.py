@@ -9,7 +9,7 @@ weight GRPO has no signal; prompts first (demos, format) give the weights someth
 re-tune the instruction and demos for the adapted model. Each phase is a whole optimizer with its own budget:
   prompts  dspyrl.GRPO          (GRPOConfig; budget max_metric_calls) on the current LM
   lora     dspyrl.LoraGRPO      (LoraGRPOConfig; budget steps), continuing the adapter of an earlier weights phase
-  dpo      dspyrl.DPO           (LoraDPOConfig; budget steps), pairs from rollouts of the current program
+  dpo      dspyrl.LoraDPO        (LoraDPOConfig; budget steps), pairs from rollouts of the current program
 A phase starts from the previous phase's program: its instructions and demos, and its LM (after a weights phase, the
 local model with the new adapter). One run folder holds one sub-folder per phase (`1-prompts/`, `2-lora/`, ...), each
 a complete run folder of its optimizer. Resuming re-runs compile on every phase with resume=True where its folder has
@@ -70,7 +70,7 @@ def parse_phases(phases) -> list[Phase]:
 class Schedule(Teleprompter):
     """Alternate prompt and weight optimization in one run folder (module docstring)."""
 
-    def __init__(self, reward, phases="prompts,lora,prompts", *, lm=None, reflection_lm=None, adapter=None,
+    def __init__(self, reward, phases="prompts,lora,prompts", *, lm=None, reflection_lm=None, format=None,
                  prompts=None, lora=None, dpo=None, run_dir=None, resume: bool = False, progress: bool = True,
                  callbacks=()):
         super().__init__()
@@ -82,7 +82,7 @@ class Schedule(Teleprompter):
         self.phases = parse_phases(phases)
         self.configs = {"prompts": prompts or GRPOConfig(), "lora": lora or LoraGRPOConfig(),
                         "dpo": dpo or LoraDPOConfig()}
-        self.lm, self.reflection_lm, self.adapter = lm, reflection_lm, adapter
+        self.lm, self.reflection_lm, self.format = lm, reflection_lm, format
         self.run_dir, self.resume, self.progress = run_dir, resume, progress
         self.step_callbacks = list(callbacks)  # not `callbacks`: DSPy calls on_compile_* on a teleprompter's
         self.phases_done: list[dict] = []
@@ -136,22 +136,22 @@ class Schedule(Teleprompter):
             from dspyrl.optim.prompts.grpo import GRPO
 
             if any(p.kind != "prompts" for p in self.phases):
-                # weights phases train on the schedule's one adapter; a per-predictor format learnt by a prompts phase
+                # weights phases train on the schedule's one format; a per-predictor format learnt by a prompts phase
                 # would be a different prompt from the one the weights learnt to answer
                 config = dataclasses.replace(config, learn_format=False)
 
             optimizer = GRPO(self.reward, config, lm=lm, reflection_lm=self.reflection_lm, **common)
-            with dspy.context(adapter=self.adapter) if self.adapter else contextlib.nullcontext():
+            with dspy.context(adapter=self.format) if self.format else contextlib.nullcontext():
                 optimized = optimizer.compile(program, trainset=trainset, valset=valset)
             history = optimizer.state.val_history
             return (history[0]["score"] if history else None), optimized, optimizer.state.best["score"]
         if phase.kind == "lora":
             from dspyrl.optim.weights.grpo import LoraGRPO
 
-            optimizer = LoraGRPO(self.reward, config, lm=lm, adapter=self.adapter, **common)
+            optimizer = LoraGRPO(self.reward, config, lm=lm, format=self.format, **common)
         else:
-            from dspyrl.optim.weights.dpo import DPO
+            from dspyrl.optim.weights.dpo import LoraDPO
 
-            optimizer = DPO(self.reward, config, lm=lm, adapter=self.adapter, **common)
+            optimizer = LoraDPO(self.reward, config, lm=lm, format=self.format, **common)
         optimized = optimizer.compile(program, trainset=trainset, valset=valset)
         return optimizer.result.val_before, optimized, optimizer.result.val_after

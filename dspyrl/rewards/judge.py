@@ -118,7 +118,7 @@ _WINNER_IN_TEXT = re.compile(r"winner\W{0,12}?\b(A|B|tie)\b", re.IGNORECASE)
 class RewardModule(dspy.Module):
     """An LM judge usable as a reward `(example, pred, trace=None) -> RewardResult`; see the module docstring."""
 
-    def __init__(self, rubric: str, *, judge_lm: dspy.LM | None = None, adapter: Any = None,
+    def __init__(self, rubric: str, *, judge_lm: dspy.LM | None = None, format: Any = None,
                  output_fields: list[str] | None = None, reference_field: str | None = None, retries: int = 2,
                  failure_score: float = 0.0, lenient: bool = True, cache: bool = True, name: str = "judge"):
         super().__init__()
@@ -128,7 +128,7 @@ class RewardModule(dspy.Module):
             raise ConfigError(f"retries must be >= 0, got {retries}")
         self.rubric = rubric.strip()
         self.judge_lm = judge_lm
-        self.adapter = adapter
+        self.format = format
         self.output_fields = output_fields
         self.reference_field = reference_field
         self.retries = retries
@@ -229,7 +229,7 @@ class RewardModule(dspy.Module):
                 rollout_id=attempt, temperature=max(0.7, float(base_lm.kwargs.get("temperature") or 0.0)))
             with self._lock:
                 self.stats.lm_attempts += 1
-            settings = {"lm": lm} if self.adapter is None else {"lm": lm, "adapter": self.adapter}
+            settings = {"lm": lm} if self.format is None else {"lm": lm, "adapter": self.format}
             try:
                 with dspy.context(**settings):
                     prediction = predictor(**fields)
@@ -254,7 +254,7 @@ class RewardModule(dspy.Module):
         lm = self.judge_lm or dspy.settings.lm
         identity = [getattr(lm, "model", None), {k: v for k, v in (getattr(lm, "kwargs", {}) or {}).items()
                                                   if k in ("temperature", "max_tokens", "top_p")}]
-        blob = json.dumps([mode, fields, identity, type(self.adapter).__name__], sort_keys=True, default=str)
+        blob = json.dumps([mode, fields, identity, type(self.format).__name__], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Plain metric functions, and the two adapters that make any DSPy metric a reward and any reward a DSPy metric.
+"""Plain metric functions, and the two bridges that make any DSPy metric a reward and any reward a DSPy metric.
 
 Two layers:
 - text scorers `(predicted_text, gold_text) -> float` or `(text) -> float`: exact match after normalisation, token F1,

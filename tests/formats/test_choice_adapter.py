@@ -1,4 +1,4 @@
-"""ChoiceAdapter on the tiny local model, which candidates exist, the policy's adapter menu, balanced demos."""
+"""ChoiceAdapter on the tiny local model, which candidates exist, the policy's format menu, balanced demos."""
 
 import enum
 from collections import Counter
@@ -7,7 +7,7 @@ from typing import Literal
 import dspy
 import pytest
 
-from dspyrl.formats import (ChoiceAdapter, CompactAdapter, adapter_choices_for, choice_outputs, guided_choice_route,
+from dspyrl.formats import (ChoiceAdapter, CompactAdapter, format_choices_for, choice_outputs, guided_choice_route,
                              label_balanced_demos)
 from dspyrl.lm import local_lm
 
@@ -44,10 +44,10 @@ def test_choice_outputs_cover_literal_enum_bool_and_their_product():
     assert choice_outputs(TwoFlags, max_choices=5) is None
 
 
-def test_adapter_menu_offers_choice_only_where_it_applies():
-    assert set(adapter_choices_for(Sentiment)) == {"chat", "json", "compact", "choice"}
-    assert set(adapter_choices_for(FreeText)) == {"chat", "json", "compact"}
-    menu = adapter_choices_for(Sentiment)
+def test_format_menu_offers_choice_only_where_it_applies():
+    assert set(format_choices_for(Sentiment)) == {"chat", "json", "compact", "choice"}
+    assert set(format_choices_for(FreeText)) == {"chat", "json", "compact"}
+    menu = format_choices_for(Sentiment)
     assert isinstance(menu["choice"](), ChoiceAdapter) and isinstance(menu["compact"](), CompactAdapter)
     assert menu["chat"]().use_json_adapter_fallback is False
 
@@ -58,25 +58,25 @@ def test_routes_local_server_and_hosted():
     assert not ChoiceAdapter().applies(dspy.LM("openrouter/meta/llama", api_key="x"), Sentiment)
 
 
-def _direct_best(lm, adapter, signature, inputs):
-    messages = adapter.format(signature, [], inputs)
-    replies = [adapter.format_assistant_message_content(signature, o) for o in choice_outputs(signature)]
+def _direct_best(lm, format, signature, inputs):
+    messages = format.format(signature, [], inputs)
+    replies = [format.format_assistant_message_content(signature, o) for o in choice_outputs(signature)]
     scores = lm.engine.choice_logprobs(messages, replies)
     return choice_outputs(signature)[max(range(len(scores)), key=scores.__getitem__)]
 
 
-@pytest.mark.parametrize("format_adapter", [CompactAdapter(), dspy.ChatAdapter(), dspy.JSONAdapter()],
+@pytest.mark.parametrize("text_format", [CompactAdapter(), dspy.ChatAdapter(), dspy.JSONAdapter()],
                          ids=["compact", "chat", "json"])
-def test_greedy_choice_is_the_best_scored_reply_in_any_format(tiny_model_dir, format_adapter):
+def test_greedy_choice_is_the_best_scored_reply_in_any_format(tiny_model_dir, text_format):
     lm = local_lm(str(tiny_model_dir), cache=False)
-    adapter = ChoiceAdapter(format_adapter)
+    format = ChoiceAdapter(text_format)
     for signature, inputs in ((Sentiment, {"review": "what a film"}), (TwoFlags, {"text": "buy now!!"})):
-        with dspy.context(lm=lm, adapter=adapter):
+        with dspy.context(lm=lm, adapter=format):
             prediction = dspy.Predict(signature)(**inputs)
-        expected = _direct_best(lm, format_adapter, signature, inputs)
+        expected = _direct_best(lm, text_format, signature, inputs)
         assert {k: prediction[k] for k in expected} == expected
         assert lm.history[-1]["request"].config.extensions["guided_choice"][0].startswith(
-            format_adapter.format_assistant_message_content(signature, choice_outputs(signature)[0])[:5])
+            text_format.format_assistant_message_content(signature, choice_outputs(signature)[0])[:5])
 
 
 def test_sampled_choices_vary_across_rollouts_and_stay_valid(tiny_model_dir):
@@ -93,7 +93,7 @@ def test_sampled_choices_vary_across_rollouts_and_stay_valid(tiny_model_dir):
     assert len(group.mood) == 8 and all(isinstance(m, Mood) and isinstance(s, bool) for m, s in zip(group.mood, group.spam))
 
 
-def test_non_finite_signatures_fall_back_to_the_format_adapter(tiny_model_dir):
+def test_non_finite_signatures_fall_back_to_the_text_format(tiny_model_dir):
     lm = local_lm(str(tiny_model_dir), max_tokens=6, cache=False)
     with dspy.context(lm=lm, adapter=ChoiceAdapter()):
         prediction = dspy.Predict(FreeText)(question="hi?")  # one str field: anything parses
@@ -125,6 +125,6 @@ def test_smollm2_classifies_by_constrained_choice(program_name, floor):
     program_file = load_program_file(program_name)
     examples = program_file.load_examples()[::3]  # 16 / 20 rows, every label
     batch = run_rollouts(program_file.build_program(), examples, program_file.build_reward(),
-                         lm=local_lm("smollm2", cache=False), adapter=ChoiceAdapter(), progress=False)
+                         lm=local_lm("smollm2", cache=False), format=ChoiceAdapter(), progress=False)
     assert batch.failures == 0
     assert batch.mean_reward() >= floor

@@ -50,14 +50,14 @@ class Topic(dspy.Signature):
      "color": Color.GREEN, "tags": []},
 ])
 def test_every_field_type_round_trips(outputs):
-    adapter = CompactAdapter()
-    text = adapter.format_assistant_message_content(Everything, outputs)
-    assert adapter.parse(Everything, text) == outputs
+    format = CompactAdapter()
+    text = format.format_assistant_message_content(Everything, outputs)
+    assert format.parse(Everything, text) == outputs
 
 
 def test_prompt_is_short_plain_text_with_demos_as_pairs():
-    adapter = CompactAdapter()
-    messages = adapter.format(Sentiment, [{"review": "great film", "sentiment": "positive"}], {"review": "dull plot"})
+    format = CompactAdapter()
+    messages = format.format(Sentiment, [{"review": "great film", "sentiment": "positive"}], {"review": "dull plot"})
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     system = messages[0]["content"]
     assert "Classify the sentiment of the review." in system and "The sentiment is one of: positive or negative." in system
@@ -96,11 +96,11 @@ def test_lenient_parser_rejects_ambiguous_or_missing_labels(reply):
 
 
 def test_a_label_inside_a_longer_label_is_not_a_second_mention():
-    adapter = CompactAdapter()
-    assert adapter.parse(Topic, "topic: world cup") == {"topic": "world cup"}
-    assert adapter.parse(Topic, "This is about the world cup final") == {"topic": "world cup"}
+    format = CompactAdapter()
+    assert format.parse(Topic, "topic: world cup") == {"topic": "world cup"}
+    assert format.parse(Topic, "This is about the world cup final") == {"topic": "world cup"}
     with pytest.raises(AdapterParseError):
-        adapter.parse(Topic, "sports or science")
+        format.parse(Topic, "sports or science")
 
 
 def test_numbers_bools_and_lists_are_read_leniently_but_not_guessed():
@@ -113,14 +113,14 @@ def test_numbers_bools_and_lists_are_read_leniently_but_not_guessed():
         ok: bool = dspy.OutputField()
         items: list[str] = dspy.OutputField()
 
-    adapter = CompactAdapter()
-    assert adapter.parse(Numbers, "The answer is 1,024.") == {"n": 1024}
+    format = CompactAdapter()
+    assert format.parse(Numbers, "The answer is 1,024.") == {"n": 1024}
     with pytest.raises(AdapterParseError, match="several numbers"):
-        adapter.parse(Numbers, "either 3 or 4")
-    assert adapter.parse(Flags, "ok: Yes\nitems:\n- milk\n- eggs") == {"ok": True, "items": ["milk", "eggs"]}
-    assert adapter.parse(Flags, "OK: false\nitems: milk, eggs") == {"ok": False, "items": ["milk", "eggs"]}
+        format.parse(Numbers, "either 3 or 4")
+    assert format.parse(Flags, "ok: Yes\nitems:\n- milk\n- eggs") == {"ok": True, "items": ["milk", "eggs"]}
+    assert format.parse(Flags, "OK: false\nitems: milk, eggs") == {"ok": False, "items": ["milk", "eggs"]}
     with pytest.raises(AdapterParseError, match="no value for items"):
-        adapter.parse(Flags, "ok: yes")
+        format.parse(Flags, "ok: yes")
 
 
 def test_on_a_real_local_model_the_prompt_reaches_the_model_and_failures_are_typed(tiny_model_dir):

@@ -54,7 +54,7 @@ def test_each_predictor_is_formatted_by_its_own_choice_in_rollouts(tiny_lm):
 
     def run(program):
         chat = dspy.ChatAdapter(use_json_adapter_fallback=False)  # a failed parse keeps the chat-format messages
-        return run_rollouts(program, examples, reward, lm=tiny_lm, adapter=chat, progress=False, num_threads=1)
+        return run_rollouts(program, examples, reward, lm=tiny_lm, format=chat, progress=False, num_threads=1)
 
     program = TwoSteps()
     set_format(program.rewrite, "compact")

@@ -144,11 +144,11 @@ def test_dspy_program_over_http_uses_guided_choice(server, tiny_model_dir, engin
         review: str = dspy.InputField()
         sentiment: Literal["positive", "negative"] = dspy.OutputField()
 
-    adapter = ChoiceAdapter()
+    format = ChoiceAdapter()
     lm = openai_compatible(server.base_url, "tiny", engine=engine_name, cache=False, max_tokens=4)
-    with dspy.context(lm=lm, adapter=adapter):
+    with dspy.context(lm=lm, adapter=format):
         prediction = dspy.Predict(Sentiment)(review="what a film")
-    messages = adapter.format(Sentiment, [], {"review": "what a film"})
+    messages = format.format(Sentiment, [], {"review": "what a film"})
     replies = ["sentiment: positive", "sentiment: negative"]
     scores = local_engine(str(tiny_model_dir)).choice_logprobs(messages, replies)
     assert prediction.sentiment == ("positive" if scores[0] > scores[1] else "negative")

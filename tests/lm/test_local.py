@@ -100,7 +100,7 @@ def test_unknown_model_is_a_clear_error():
     assert "unknown model" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_every_request_also_stops_at_the_chat_adapters_end_marker(tiny_model_dir):
+def test_every_request_also_stops_at_the_chat_formats_end_marker(tiny_model_dir):
     from types import SimpleNamespace
 
     engine = local_engine(str(tiny_model_dir))

@@ -46,7 +46,7 @@ def test_prompts_lora_prompts_resumes_inside_the_lora_phase(tiny_lm, tmp_path):
                 raise Interrupt
 
     def schedule(**kwargs):
-        return Schedule(digit_share, "prompts,lora,prompts", lm=tiny_lm, adapter=RawAdapter(),
+        return Schedule(digit_share, "prompts,lora,prompts", lm=tiny_lm, format=RawAdapter(),
                         prompts=GRPOConfig(max_metric_calls=10, batch_size=2, group_size=2, num_threads=2),
                         lora=LoraGRPOConfig(steps=4, save_every=1, **LORA), run_dir=tmp_path / "run", progress=False,
                         **kwargs)
@@ -79,7 +79,7 @@ def test_prompts_lora_prompts_resumes_inside_the_lora_phase(tiny_lm, tmp_path):
 
 
 def test_dpo_phase_continues_the_adapter_of_the_lora_phase(tiny_lm, tmp_path):
-    schedule = Schedule(digit_share, "lora,dpo", lm=tiny_lm, adapter=RawAdapter(),
+    schedule = Schedule(digit_share, "lora,dpo", lm=tiny_lm, format=RawAdapter(),
                         lora=LoraGRPOConfig(steps=2, **{**LORA, "learning_rate": 1e-3}),  # samples still differ
                         dpo=LoraDPOConfig(steps=2, batch_size=2, learning_rate=1e-2, lora_r=4, num_threads=2),
                         run_dir=tmp_path / "run", progress=False)

@@ -1,4 +1,4 @@
-"""Metric functions and the metric ⇄ reward adapters (pure logic)."""
+"""Metric functions and the metric ⇄ reward bridges (pure logic)."""
 
 import math
 

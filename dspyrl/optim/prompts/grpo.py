@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
-from dspyrl.formats import adapter_choices_for
+from dspyrl.formats import format_choices_for
 from dspyrl.errors import ConfigError
 from dspyrl.optim.advantages import group_advantages
 from dspyrl.optim.prompts.policy import PromptPolicy, apply_values
@@ -56,7 +56,7 @@ class GRPOConfig:
     proposal_max_tokens: int = 160  # length limit of one proposed instruction
     num_demos: int = 4  # demos per demo set
     labelled_demo_sets: int = 2  # labelled demo sets added at the start, per predictor
-    learn_format: bool = True  # the format (chat/json/compact/choice adapter) is a slot of the policy, per predictor
+    learn_format: bool = True  # the format (chat/json/compact/choice format) is a slot of the policy, per predictor
     bootstrap_min_reward: float = 1.0  # runs at or above this reward become demo material
     max_candidates: int = 8  # per slot; the weakest are dropped beyond it
     eval_every: int = 2  # steps between validation scores of the most likely prompt
@@ -273,8 +273,8 @@ class GRPO(Teleprompter):
                 policy.add_candidate(name, "instruction", text, "given", max_candidates=cfg.max_candidates)
             if predictor.demos:
                 policy.add_candidate(name, "demos", [], "empty", max_candidates=cfg.max_candidates)
-            if cfg.learn_format:  # alongside the context's adapter (the original candidate, None)
-                for format_name in adapter_choices_for(predictor.signature):
+            if cfg.learn_format:  # alongside the context's format (the original candidate, None)
+                for format_name in format_choices_for(predictor.signature):
                     policy.add_candidate(name, "format", format_name, "format", max_candidates=cfg.max_candidates)
             for demos in labelled_demo_sets(predictor.signature, trainset, k=cfg.num_demos,
                                             count=cfg.labelled_demo_sets, rng=rng):

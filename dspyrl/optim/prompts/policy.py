@@ -3,8 +3,8 @@
 For every predictor of the program the policy holds independent categorical distributions, one per *slot*:
     instruction   the signature's instruction text
     demos         the few-shot demo set (empty, labelled from the trainset, bootstrapped from high-reward rollouts)
-    format        the adapter that formats the predictor's calls: chat, json, compact, or constrained choice where it
-                  applies (None: whatever the context's adapter is; see dspyrl.formats.per_predictor)
+    format        the format that formats the predictor's calls: chat, json, compact, or constrained choice where it
+                  applies (None: whatever the context's format is; see dspyrl.formats.per_predictor)
 A slot is just a list of JSON-able candidate values plus logits, so another choice is one entry in SLOT_SETTERS.
 
 A *choice* picks one candidate index per (predictor, slot); its log-probability is the sum of the slots' log-softmax

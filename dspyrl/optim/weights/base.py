@@ -1,7 +1,7 @@
 """What LoRA GRPO and DPO share around a TRL trainer: the program's local model, the run folder, the adapter.
 
 - `local_model_of(program, lm)`: the one local Hugging Face model a program runs on (hosted models cannot be trained);
-- `load_trainable_model(spec, adapter)`: a fresh copy of it for the trainer (the LocalEngine's copy is never trained in
+- `load_trainable_model(spec, adapter_dir)`: a fresh copy of it for the trainer (the LocalEngine's copy is never trained in
   place), continuing an existing adapter when the program already runs with one;
 - `LocalWeightsOptimizer`: the compile both share (valset scores before/after, train or resume, the adapted program);
 - `save_adapter` / `adapted_program`: the PEFT folder `<run>/adapter/` and the student running on it.
@@ -55,7 +55,7 @@ class LocalWeightsOptimizer(Teleprompter):
     kind = ""
     config_class: Any = None
 
-    def __init__(self, reward=None, config=None, *, lm=None, adapter=None, run_dir=None, resume: bool = False,
+    def __init__(self, reward=None, config=None, *, lm=None, format=None, run_dir=None, resume: bool = False,
                  callbacks=(), progress: bool = True, **settings):
         super().__init__()
         try:
@@ -65,7 +65,7 @@ class LocalWeightsOptimizer(Teleprompter):
                 f.name for f in dataclasses.fields(self.config_class))) from err
         self.reward = reward
         self.lm = lm  # the local LM the program runs on (None: the predictors' own, else dspy.settings.lm)
-        self.adapter = adapter  # the DSPy adapter (None: dspy.settings.adapter, else ChatAdapter)
+        self.format = format  # the DSPy format (None: dspy.settings.adapter, else ChatAdapter)
         self.run_dir, self.resume = run_dir, resume
         # Not `self.callbacks`: DSPy calls on_compile_start/end on a teleprompter's `callbacks`; ours see each step.
         self.step_callbacks, self.progress = list(callbacks), progress
@@ -75,7 +75,7 @@ class LocalWeightsOptimizer(Teleprompter):
         """Refuse bad input before anything runs; returns JSON-able details for config.json and the result."""
         return {}
 
-    def train_weights(self, student, trainset, spec, start_adapter, adapter, lm, run: RunFolder, resume_from) -> float:
+    def train_weights(self, student, trainset, spec, start_adapter, format, lm, run: RunFolder, resume_from) -> float:
         """Train into `<run>/adapter/`; returns the run's training seconds. `student` has no predictor LMs; `lm` is
         the LM it runs on (the local model, with the adapter it started from)."""
         raise NotImplementedError
@@ -84,7 +84,7 @@ class LocalWeightsOptimizer(Teleprompter):
         cfg = self.config
         spec, start_adapter = local_model_of(student, self.lm)
         details = self.check(student, trainset)
-        adapter = self.adapter or dspy.settings.adapter or dspy.ChatAdapter()
+        format = self.format or dspy.settings.adapter or dspy.ChatAdapter()
         lm, plain = program_lm(student, self.lm), without_lms(student)
         run = RunFolder(self.run_dir or tempfile.mkdtemp(prefix=f"dspyrl-{self.kind}-"), resume=self.resume)
         if self.resume:
@@ -97,18 +97,18 @@ class LocalWeightsOptimizer(Teleprompter):
             val_before = saved.get("val_before")
         else:
             record, resume_from = {}, None
-            val_before = self.validate(plain, valset, lm, adapter)
+            val_before = self.validate(plain, valset, lm, format)
             run.write_config({**dataclasses.asdict(cfg), "optimizer": type(self).__name__, "model": spec,
                               "start_adapter": start_adapter, **details, "val_before": val_before})
         if record.get("done"):
             wall = float(record.get("wall_s", 0.0))
         else:
-            wall = self.train_weights(plain, trainset, spec, start_adapter, adapter, lm, run, resume_from)
+            wall = self.train_weights(plain, trainset, spec, start_adapter, format, lm, run, resume_from)
         max_tokens = int((getattr(lm, "kwargs", None) or {}).get("max_tokens") or 256)
         optimized = adapted_program(plain, spec, run.path / ADAPTER, max_tokens=max_tokens)
         val_after = record.get("val_after")
         if val_after is None:
-            val_after = self.validate(optimized, valset, program_lm(optimized), adapter)
+            val_after = self.validate(optimized, valset, program_lm(optimized), format)
         run.save_program(optimized)
         run.save_checkpoint({"kind": self.kind, "step": cfg.steps, "dir": None, "done": True, "wall_s": wall,
                              "val_before": val_before, "val_after": val_after})
@@ -116,13 +116,13 @@ class LocalWeightsOptimizer(Teleprompter):
                                     details)
         return optimized
 
-    def validate(self, program, valset, lm, adapter) -> float | None:
+    def validate(self, program, valset, lm, format) -> float | None:
         """Mean reward of one greedy run per valset example (None without a valset or a reward)."""
         if not valset or self.reward is None:
             return None
         from dspyrl.rollout import run_rollouts
 
-        batch = run_rollouts(program, valset, self.reward, lm=lm, adapter=adapter, num_threads=self.config.num_threads,
+        batch = run_rollouts(program, valset, self.reward, lm=lm, format=format, num_threads=self.config.num_threads,
                              progress=False, failure_reward=self.config.failure_reward)
         return batch.mean_reward()
 
@@ -157,15 +157,15 @@ def local_model_of(program, lm=None) -> tuple[str, str | None]:
     return next(iter(used))
 
 
-def load_trainable_model(spec: str, adapter: str | None = None):
-    """(model, tokenizer) for training: a fresh load, in train mode; an existing adapter is loaded trainable."""
+def load_trainable_model(spec: str, adapter_dir: str | None = None):
+    """(model, tokenizer) for training: a fresh load, in train mode; an existing PEFT adapter is loaded trainable."""
     from dspyrl.lm.models import load_model
 
     model, tokenizer = load_model(spec)
-    if adapter:
+    if adapter_dir:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
     model.train()
     return model, tokenizer
 

@@ -1,7 +1,7 @@
 """DPO: train a LoRA adapter of a program's local model on preference pairs with TRL's DPOTrainer.
 
-    optimized = DPO(reward, steps=30, run_dir="runs/dpo").compile(program, trainset=train, valset=val)
-    optimized = DPO(pairs="prefs.jsonl", steps=30).compile(program)          # pairs written by a person or a judge
+    optimized = LoraDPO(reward, steps=30, run_dir="runs/dpo").compile(program, trainset=train, valset=val)
+    optimized = LoraDPO(pairs="prefs.jsonl", steps=30).compile(program)          # pairs written by a person or a judge
 
 Where the pairs come from:
 - from GRPO groups: every training example is run `group_size` times at `temperature` through dspyrl.rollout (the same
@@ -58,7 +58,7 @@ class LoraDPOConfig:
     trl_args: dict[str, Any] = field(default_factory=dict)  # any other trl.DPOConfig field, passed through unchanged
 
 
-class DPO(base.LocalWeightsOptimizer):
+class LoraDPO(base.LocalWeightsOptimizer):
     """Preference optimization of LoRA weights (module docstring). `pairs`: a JSONL path or a list of pair dicts."""
 
     kind = "dpo"
@@ -76,16 +76,16 @@ class DPO(base.LocalWeightsOptimizer):
             self.pairs = load_pairs(self.pairs)  # read and checked now: a bad file fails before anything runs
         return {"pairs_from": "file" if self.pairs is not None else "rollouts"}
 
-    def train_weights(self, student, trainset, spec, start_adapter, adapter, lm, run, resume_from):
+    def train_weights(self, student, trainset, spec, start_adapter, format, lm, run, resume_from):
         from datasets import Dataset
-        from trl import DPOConfig, DPOTrainer
+        import trl
 
         cfg = self.config
         pairs_file = run.path / PAIRS
         if resume_from is not None and pairs_file.exists():
             pairs = load_pairs(pairs_file)
         else:
-            pairs = self.pairs if self.pairs is not None else self.pairs_from_rollouts(student, trainset, adapter, lm)
+            pairs = self.pairs if self.pairs is not None else self.pairs_from_rollouts(student, trainset, format, lm)
             pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs))
         if not pairs:
             raise ConfigError(f"no preference pairs: in every group of {cfg.group_size} runs the best and worst reward "
@@ -103,8 +103,8 @@ class DPO(base.LocalWeightsOptimizer):
                                             progress=self.progress, step_callbacks=self.step_callbacks,
                                             resume_from=resume_from)
         with trl_callbacks.quiet_trl():
-            args = base.make_args(DPOConfig, settings, cfg.trl_args)
-            trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+            args = base.make_args(trl.DPOConfig, settings, cfg.trl_args)
+            trainer = trl.DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                  processing_class=tokenizer,
                                  peft_config=None if start_adapter else base.lora_config(
                                      cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
@@ -113,12 +113,12 @@ class DPO(base.LocalWeightsOptimizer):
             base.save_adapter(trainer.model, run.path / base.ADAPTER)
         return callback.wall_s
 
-    def pairs_from_rollouts(self, student, trainset, adapter, lm) -> list[dict]:
+    def pairs_from_rollouts(self, student, trainset, format, lm) -> list[dict]:
         """Run every example `group_size` times on `lm` and pair the best run against the worst (module docstring)."""
         from dspyrl.rollout import run_rollouts
 
         cfg = self.config
-        batch = run_rollouts(student, trainset, self.reward, group_size=cfg.group_size, lm=lm, adapter=adapter,
+        batch = run_rollouts(student, trainset, self.reward, group_size=cfg.group_size, lm=lm, format=format,
                              num_threads=cfg.num_threads, progress=self.progress, temperature=cfg.temperature,
                              failure_reward=cfg.failure_reward, description="rollouts for DPO pairs")
         return preference_pairs(batch.rollouts, min_gap=cfg.min_gap)
@@ -187,3 +187,6 @@ def _row_lines(path: Path, count: int) -> list:
         text = path.read_text(encoding="utf-8-sig")
         return [n for n, line in enumerate(text.splitlines(), start=1) if line.strip()][:count]
     return list(range(1, count + 1))
+
+
+DPO = LoraDPO  # the name of the first release

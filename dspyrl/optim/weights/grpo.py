@@ -10,9 +10,9 @@ Two ways to get completions, one GRPO (TRL computes the group-relative advantage
 dspyrl.optim.advantages: (r - mean) / (std + 1e-4) per group, unbiased std; `scale_rewards="none"` is Dr. GRPO):
 
 - rollout="predictor" (the default for single-predictor programs): the TRL prompt of an example is the predictor's
-  chat messages exactly as the DSPy adapter formats them, with the program's current instruction and demos (so a
+  chat messages exactly as the DSPy format formats them, with the program's current instruction and demos (so a
   prompt optimized first helps the weights next). TRL generates G completions per prompt itself (plain transformers,
-  or vLLM when asked); each completion is parsed by the same adapter into the predictor's outputs, wrapped in a
+  or vLLM when asked); each completion is parsed by the same format into the predictor's outputs, wrapped in a
   dspy.Prediction and scored by the program's reward. An unparseable completion gets `failure_reward`. This rewards
   the predictor's outputs as the program's prediction: exact for Predict / ChainOfThought-style programs whose forward
   returns the predictor's outputs.
@@ -108,10 +108,10 @@ class LoraGRPO(base.LocalWeightsOptimizer):
         predictors = [name for name, _ in student.named_predictors()]
         return {"predictors": predictors, "rollout": cfg.rollout_mode(len(predictors)), "trainset_size": len(trainset)}
 
-    def train_weights(self, student, trainset, spec, start_adapter, adapter, lm, run, resume_from):
+    def train_weights(self, student, trainset, spec, start_adapter, format, lm, run, resume_from):
         """Build the TRL GRPOTrainer, train (or resume) and save the adapter; returns the run's training seconds."""
         from datasets import Dataset
-        from trl import GRPOConfig, GRPOTrainer
+        import trl
 
         cfg = self.config
         predictors = [name for name, _ in student.named_predictors()]
@@ -121,14 +121,14 @@ class LoraGRPO(base.LocalWeightsOptimizer):
         rollout_func = None
         if mode == "predictor":
             name, predictor = next(iter(student.named_predictors()))
-            rows = [{"prompt": predictor_messages(predictor, adapter, example), "example_index": i}
+            rows = [{"prompt": predictor_messages(predictor, format, example), "example_index": i}
                     for i, example in enumerate(trainset)]
-            reward_func = PredictorReward(self.reward, trainset, predictor.signature, adapter, cfg.failure_reward,
+            reward_func = PredictorReward(self.reward, trainset, predictor.signature, format, cfg.failure_reward,
                                           cfg.num_threads)
         else:
             rows = [{"prompt": json.dumps({"example": i, "predictor": name}), "example_index": i}
                     for i in _shuffled(len(trainset), cfg.seed) for name in predictors]
-            rollout_func = ProgramRollouts(student, trainset, self.reward, adapter, spec, tokenizer, cfg)
+            rollout_func = ProgramRollouts(student, trainset, self.reward, format, spec, tokenizer, cfg)
             reward_func = rollout_func.reward
         settings = {
             **base.common_args(run.path / "trl", cfg.seed), "max_steps": cfg.steps,
@@ -145,8 +145,8 @@ class LoraGRPO(base.LocalWeightsOptimizer):
                                             resume_from=resume_from,
                                             extra_metrics=(rollout_func or reward_func).pop_metrics)
         with trl_callbacks.quiet_trl():
-            args = base.make_args(GRPOConfig, settings, cfg.trl_args)
-            trainer = GRPOTrainer(
+            args = base.make_args(trl.GRPOConfig, settings, cfg.trl_args)
+            trainer = trl.GRPOTrainer(
                 model=model, reward_funcs=reward_func, args=args, train_dataset=Dataset.from_list(rows),
                 processing_class=tokenizer, rollout_func=rollout_func,
                 peft_config=None if start_adapter else base.lora_config(
@@ -157,8 +157,8 @@ class LoraGRPO(base.LocalWeightsOptimizer):
 
 
 # ----------------------------------------------------------------------------------------------- predictor mode
-def predictor_messages(predictor, adapter, example) -> list[dict]:
-    """The chat messages the predictor would send for `example`: the adapter's format of its signature and demos."""
+def predictor_messages(predictor, format, example) -> list[dict]:
+    """The chat messages the predictor would send for `example`: its signature and demos as the format writes them."""
     signature = predictor.signature
     inputs = example.inputs() if hasattr(example, "inputs") else example
     missing = [k for k, f in signature.input_fields.items() if k not in inputs and f.is_required()]
@@ -166,16 +166,16 @@ def predictor_messages(predictor, adapter, example) -> list[dict]:
         raise ConfigError(f"example inputs lack the predictor's input field(s) {', '.join(missing)}",
                           hint="name the example inputs as the signature's, or use rollout='program'")
     values = {k: inputs[k] for k in signature.input_fields if k in inputs}
-    return adapter.format(signature, list(predictor.demos), values)
+    return format.format(signature, list(predictor.demos), values)
 
 
 class PredictorReward:
-    """TRL reward function: parse each completion with the adapter, score the prediction with the program's reward."""
+    """TRL reward function: parse each completion with the format, score the prediction with the program's reward."""
 
     __name__ = "program_reward"  # TRL names its reward columns after it
 
-    def __init__(self, reward, examples, signature, adapter, failure_reward: float, num_threads: int):
-        self.reward, self.examples, self.signature, self.adapter = reward, examples, signature, adapter
+    def __init__(self, reward, examples, signature, format, failure_reward: float, num_threads: int):
+        self.reward, self.examples, self.signature, self.format = reward, examples, signature, format
         self.failure_reward, self.num_threads = failure_reward, max(1, num_threads)
         self._scored: list[RewardResult] = []
 
@@ -188,7 +188,7 @@ class PredictorReward:
 
     def score(self, index: int, text: str) -> RewardResult:
         try:
-            outputs = self.adapter.parse(self.signature, text)
+            outputs = self.format.parse(self.signature, text)
         except Exception as err:  # unparseable: the failure reward, as in a failed rollout
             return RewardResult(self.failure_reward, feedback=f"{type(err).__name__}", failed=True)
         try:
@@ -208,8 +208,8 @@ class PredictorReward:
 class ProgramRollouts:
     """TRL rollout_func: run the whole program on the model being trained and hand TRL one predictor call per row."""
 
-    def __init__(self, program, examples, reward, adapter, spec: str, tokenizer, cfg: LoraGRPOConfig):
-        self.program, self.examples, self.reward_fn, self.adapter = program, examples, reward, adapter
+    def __init__(self, program, examples, reward, format, spec: str, tokenizer, cfg: LoraGRPOConfig):
+        self.program, self.examples, self.reward_fn, self.format = program, examples, reward, format
         self.spec, self.tokenizer, self.cfg = spec, tokenizer, cfg
         self._engine = self._lm = None
         self._scored: list[RewardResult] = []
@@ -227,7 +227,7 @@ class ProgramRollouts:
             sample.append(seen[key])
             seen[key] += 1
         batch = run_rollouts(self.program, [self.examples[i] for i in order], self.reward_fn,
-                             group_size=max(seen.values()), lm=lm, adapter=self.adapter,
+                             group_size=max(seen.values()), lm=lm, format=self.format,
                              num_threads=self.cfg.num_threads, progress=False, temperature=self.cfg.temperature,
                              cache=False, failure_reward=self.cfg.failure_reward)
         runs = {(order[r.example_index], r.sample_index): r for r in batch.rollouts}

@@ -95,7 +95,7 @@ def test_state_round_trips_through_json_and_applies_to_a_program():
     program = dspy.Predict("question -> answer")
     policy = PromptPolicy.from_program(program)
     assert policy.greedy() == {"self": {"instruction": 0, "demos": 0, "format": 0}}
-    assert policy.greedy_values()["self"]["format"] is None  # the context's adapter
+    assert policy.greedy_values()["self"]["format"] is None  # the context's format
     policy.add_candidate("self", "instruction", "Answer in one word.", "proposed@1")
     policy.add_candidate("self", "demos", [{"question": "2+2?", "answer": "4"}], "labelled")
     policy.add_candidate("self", "format", "compact", "format")

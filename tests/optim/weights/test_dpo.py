@@ -45,7 +45,7 @@ def test_dpo_on_a_few_pairs_lowers_its_loss(tiny_lm, tmp_path):
 
 
 def test_pairs_from_rollouts_prefer_the_higher_reward(tiny_lm, tmp_path):
-    optimizer = DPO(digit_share, lm=tiny_lm, adapter=RawAdapter(), steps=4, group_size=4, run_dir=tmp_path / "run",
+    optimizer = DPO(digit_share, lm=tiny_lm, format=RawAdapter(), steps=4, group_size=4, run_dir=tmp_path / "run",
                     **fast())
     optimizer.compile(dspy.Predict("question -> answer"), trainset=questions(), valset=questions(2))
     pairs = [json.loads(line) for line in (tmp_path / "run" / "pairs.jsonl").read_text().splitlines()]

@@ -60,7 +60,7 @@ def tiny_lm(tiny_model_dir):
 
 
 def test_digit_reward_rises_in_predictor_mode(tiny_lm, tmp_path):
-    optimizer = LoraGRPO(digit_share, lm=tiny_lm, adapter=RawAdapter(), steps=14, run_dir=tmp_path / "run", **fast())
+    optimizer = LoraGRPO(digit_share, lm=tiny_lm, format=RawAdapter(), steps=14, run_dir=tmp_path / "run", **fast())
     optimized = optimizer.compile(dspy.Predict("question -> answer"), trainset=questions(), valset=questions(4))
 
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -79,7 +79,7 @@ def test_digit_reward_rises_in_predictor_mode(tiny_lm, tmp_path):
     assert digit_share(None, dspy.Prediction(answer=answer)) > 0.5
 
 
-def test_trl_prompt_is_the_adapters_formatted_predictor_call(tiny_lm):
+def test_trl_prompt_is_the_formats_rendering_of_the_predictor_call(tiny_lm):
     predictor = dspy.Predict("question -> answer")
     predictor.demos = [dspy.Example(question="what is 1 plus 1?", answer="2")]
     example = questions(1)[0]
@@ -124,7 +124,7 @@ def test_program_rollouts_group_calls_per_predictor(tiny_model_dir, tiny_lm):
 def test_two_predictor_program_trains_through_rollout_func(tiny_lm, tmp_path):
     """End to end through TRL's rollout_func. (Whether the reward rises here depends on exact sampled token ids: with
     re-tokenized text a random byte-level model's garbage bytes do not round-trip; see ProgramRollouts.)"""
-    optimizer = LoraGRPO(digit_share, lm=tiny_lm, adapter=RawAdapter(), steps=4, run_dir=tmp_path / "run", **fast())
+    optimizer = LoraGRPO(digit_share, lm=tiny_lm, format=RawAdapter(), steps=4, run_dir=tmp_path / "run", **fast())
     optimized = optimizer.compile(TwoSteps(), trainset=questions(), valset=questions(4))
     assert optimizer.result.details == {"predictors": ["draft", "final"], "rollout": "program", "trainset_size": 8}
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -190,15 +190,15 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_lm, tmp_path):
 
     settings = fast(steps=6, save_every=3, beta=0.02)
     program, train = dspy.Predict("question -> answer"), questions()
-    LoraGRPO(digit_share, lm=tiny_lm, adapter=RawAdapter(), run_dir=tmp_path / "a", **settings).compile(program, trainset=train)
+    LoraGRPO(digit_share, lm=tiny_lm, format=RawAdapter(), run_dir=tmp_path / "a", **settings).compile(program, trainset=train)
     with pytest.raises(Interrupt):
-        LoraGRPO(digit_share, lm=tiny_lm, adapter=RawAdapter(), run_dir=tmp_path / "b", callbacks=[StopAt()],
+        LoraGRPO(digit_share, lm=tiny_lm, format=RawAdapter(), run_dir=tmp_path / "b", callbacks=[StopAt()],
                  **settings).compile(program, trainset=train)
     assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["step"] == 3
     with pytest.raises(ConfigError, match="already holds a run"):  # no silent overwrite
-        LoraGRPO(digit_share, lm=tiny_lm, adapter=RawAdapter(), run_dir=tmp_path / "b", **settings)\
+        LoraGRPO(digit_share, lm=tiny_lm, format=RawAdapter(), run_dir=tmp_path / "b", **settings)\
             .compile(program, trainset=train)
-    LoraGRPO(digit_share, lm=tiny_lm, adapter=RawAdapter(), run_dir=tmp_path / "b", resume=True, **settings)\
+    LoraGRPO(digit_share, lm=tiny_lm, format=RawAdapter(), run_dir=tmp_path / "b", resume=True, **settings)\
         .compile(program, trainset=train)
 
     metrics = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
