@@ -58,3 +58,34 @@ class MissingKeyError(DspyrlError):
 
 class ConfigError(DspyrlError):
     """An option or program file is invalid."""
+
+
+class LMFailure(Exception):
+    """An LM call that failed in a way a run survives (context too long, empty reply, engine error): the rollout
+    is counted as failed and scored with the failure reward. Raised by our engines; not a user-input error."""
+
+
+# Exceptions raised by the libraries between a program and its model: HTTP clients, providers, DSPy's engine layer.
+_LM_ERROR_MODULES = ("litellm", "openai", "httpx", "httpcore", "aiohttp", "requests", "urllib3", "dspy._vendor.lm15")
+
+
+def is_lm_failure(err: BaseException) -> bool:
+    """True for what a rollout may legitimately fail on: an LM/HTTP error (after the client's retries), a timeout,
+    or output that cannot be parsed (DSPy's AdapterParseError, which our formats raise too). Anything else raised
+    by a program or a reward is the user's bug and must stop the run with its traceback.
+
+    DSPy 3.4 wraps provider and transport errors in `dspy.utils.exceptions.LMError`; of those, a configuration error
+    (no LM set) is the user's, and an "unexpected" one counts only when what it wraps is an LM failure (else it is an
+    engine bug, which must surface)."""
+    from dspy.utils.exceptions import AdapterParseError, LMConfigurationError, LMError, LMUnexpectedError
+
+    if isinstance(err, (AdapterParseError, LMFailure, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(err, LMError):
+        if isinstance(err, LMConfigurationError):
+            return False
+        if isinstance(err, LMUnexpectedError):
+            return err.__cause__ is not None and is_lm_failure(err.__cause__)
+        return True
+    return any(cls.__module__.split(".")[0] in _LM_ERROR_MODULES or cls.__module__.startswith(_LM_ERROR_MODULES)
+               for cls in type(err).__mro__)

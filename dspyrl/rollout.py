@@ -13,9 +13,12 @@ comparator all call `run_rollouts`. For each (example i, sample s) it
 4. scores the prediction with the reward, outside the rollout's context, so a judge's own LM calls are not
    mistaken for the program's.
 
-Failures never raise: an LM error (after dspy.LM's own retries) or an unparseable output (AdapterParseError) makes the
-rollout `failed`, with `failure_reward` as its reward and the error kept; a reward that raises or returns NaN/None is
-counted the same way. Only programming errors in `configure` propagate.
+Only real failures are failures (`dspyrl.errors.is_lm_failure`): an LM/HTTP error after the client's retries, a
+timeout, or an unparseable output (AdapterParseError) makes the rollout `failed`, with `failure_reward` as its reward
+and the error kept; a reward whose judge LM fails that way, or that returns NaN/None, is counted as a reward failure.
+Anything else a program or a reward raises (a NameError, a KeyError) is the user's bug: it propagates with its
+traceback, as DSPy's Evaluate does, after `max_errors` of them have been tolerated (default 0: the first one stops the
+run; tolerated ones are counted in `program_errors` and scored with the failure reward).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import dspy
 from dspy.utils.callback import BaseCallback
 
 from dspyrl.formats.per_predictor import PredictorFormats, predictor_formats
-from dspyrl.errors import ConfigError
+from dspyrl.errors import ConfigError, is_lm_failure
 from dspyrl.rewards.combine import RewardResult, to_reward_result
 
 
@@ -92,7 +95,8 @@ class RolloutBatch:
     group_size: int = 1
     lm_calls: int = 0
     failures: int = 0  # rollouts whose program failed (LM error, unparseable output)
-    reward_failures: int = 0  # rollouts whose program ran but whose reward failed (judge failure, NaN, exception)
+    reward_failures: int = 0  # rollouts whose program ran but whose reward failed (judge LM failure, NaN, None)
+    program_errors: int = 0  # user-code exceptions tolerated under max_errors (also counted in failures)
     metric_calls: int = 0
     truncated: int = 0  # LM calls cut off at max_tokens (often why an output does not parse)
     prompt_tokens: int = 0
@@ -128,7 +132,8 @@ class RolloutBatch:
 
     def counters(self) -> dict[str, Any]:
         return {"rollouts": len(self.rollouts), "group_size": self.group_size, "lm_calls": self.lm_calls,
-                "failures": self.failures, "reward_failures": self.reward_failures, "metric_calls": self.metric_calls,
+                "failures": self.failures, "reward_failures": self.reward_failures,
+                "program_errors": self.program_errors, "metric_calls": self.metric_calls,
                 "truncated": self.truncated,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "tokens": self.tokens, "cost": self.cost, "wall_s": round(self.wall_s, 3),
@@ -227,24 +232,32 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
                  lm: dspy.LM | None = None, format: Any = None, num_threads: int = 4,
                  configure: Callable[[dspy.Module, int, int], dict] | None = None, progress: bool = True,
                  temperature: float | None = None, cache: bool = True, failure_reward: float = 0.0,
-                 rollout_offset: int = 0, description: str = "rollouts") -> RolloutBatch:
+                 rollout_offset: int = 0, description: str = "rollouts", max_errors: int = 0,
+                 seed: int = 0) -> RolloutBatch:
     """Run `program` on every example `group_size` times; see the module docstring.
 
     `lm` defaults to `dspy.settings.lm`. `temperature` overrides the LM's (samples of a group differ only when it is
     > 0). `rollout_offset` shifts the samples' rollout ids: an optimizer passes e.g. step × group_size so that step 2
     does not get step 1's cached samples back, while a resumed run still hits the cache. `cache=False` bypasses
     DSPy's cache altogether. `format` is a dspy Adapter instance (or None for the context's format).
+    Every sampled request carries `seed=request_seed(seed, rollout_id)` (DESIGN 11): an engine that honours a
+    per-request seed returns the same samples run after run, however the requests are batched.
+    `max_errors`: how many exceptions from the user's own program or reward to tolerate before re-raising one
+    (module docstring); LM and parse failures never count against it.
     """
     if group_size < 1:
         raise ConfigError(f"group_size must be at least 1, got {group_size}")
     if num_threads < 1:
         raise ConfigError(f"num_threads must be at least 1, got {num_threads}")
+    if max_errors < 0:
+        raise ConfigError(f"max_errors must be at least 0, got {max_errors}")
     base_lm = lm if lm is not None else dspy.settings.lm
     if base_lm is None:
         raise ConfigError("no language model: pass lm= or set one with dspy.configure(lm=...)")
     effective_temperature = temperature if temperature is not None else (base_lm.kwargs.get("temperature") or 0.0)
     jobs = [(i, s) for i in range(len(examples)) for s in range(group_size)]
     started = time.perf_counter()
+    tolerated = _ErrorBudget(max_errors)
 
     def run_one(job: tuple[int, int]) -> tuple[Rollout, _CallRecorder]:
         i, s = job
@@ -253,9 +266,11 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
             updates["temperature"] = temperature
         if effective_temperature and effective_temperature > 0:
             updates["rollout_id"] = rollout_offset + s
+            updates["seed"] = request_seed(seed, rollout_offset + s)
         if not cache:
             updates["cache"] = False
-        return _rollout(program, examples[i], i, s, reward, base_lm.copy(**updates), format, configure, failure_reward)
+        return _rollout(program, examples[i], i, s, reward, base_lm.copy(**updates), format, configure, failure_reward,
+                        tolerated)
 
     results: list[tuple[Rollout, _CallRecorder]] = []
     with _progress_bar(progress, description, len(jobs)) as advance:
@@ -288,6 +303,7 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
         if rollout.error is not None:
             batch.failures += 1
             errors[rollout.error.split(":", 1)[0]] += 1
+            batch.program_errors += rollout.error.startswith(PROGRAM_ERROR)
         else:
             batch.metric_calls += 1
             if rollout.reward.failed:
@@ -297,7 +313,12 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
     return batch
 
 
-def _rollout(program, example, i, s, reward, rollout_lm, format, configure, failure_reward):
+def request_seed(run_seed: int, rollout_id: int) -> int:
+    """The sampling seed of one request: a fixed mix of the run's seed and the rollout id (fits a 31-bit seed)."""
+    return (int(run_seed) * 1_000_003 + int(rollout_id)) % (2**31 - 1)
+
+
+def _rollout(program, example, i, s, reward, rollout_lm, format, configure, failure_reward, tolerated):
     program_copy = _copy_program(program)
     choices = configure(program_copy, i, s) if configure is not None else {}
     recorder = _CallRecorder({id(p): name for name, p in program_copy.named_predictors()})
@@ -312,8 +333,8 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
     with dspy.context(**settings):
         try:
             prediction = program_copy(**example.inputs())
-        except Exception as err:  # LM failure after retries, unparseable output, or a failing program: counted
-            error = _describe(err)
+        except Exception as err:
+            error = _describe(err) if is_lm_failure(err) else tolerated.absorb(err)
     latency = time.perf_counter() - start
     if error is not None:
         result = RewardResult(failure_reward, feedback=error, failed=True)
@@ -321,10 +342,29 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
         try:
             result = to_reward_result(reward(example, prediction, None), failure_score=failure_reward)
         except Exception as err:
-            result = RewardResult(failure_reward, feedback=f"reward failed: {_describe(err)}", failed=True)
+            feedback = _describe(err) if is_lm_failure(err) else tolerated.absorb(err)
+            result = RewardResult(failure_reward, feedback=f"reward failed: {feedback}", failed=True)
     rollout = Rollout(i, s, choices or {}, prediction, list(recorder.calls), result, error,
                       recorder.prompt_tokens, recorder.completion_tokens, latency, recorder.cost)
     return rollout, recorder
+
+
+PROGRAM_ERROR = "program error"  # prefix of a tolerated user-code exception's description
+
+
+class _ErrorBudget:
+    """Counts the user's own exceptions across a run_rollouts call's threads; re-raises once `limit` are used."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._lock = threading.Lock()
+
+    def absorb(self, err: Exception) -> str:
+        with self._lock:
+            self.used += 1
+            if self.used > self.limit:
+                raise err  # the user's bug, with its own traceback
+        return f"{PROGRAM_ERROR} {_describe(err)}"
 
 
 def finish_reason(response: Any) -> str | None:

@@ -122,10 +122,10 @@ def test_lm_errors_over_http_are_counted_not_raised():
     assert all(r.reward.total == 0.0 for r in batch.rollouts)
 
 
-def test_broken_rewards_are_counted(lm):
+def test_rewards_that_return_nothing_usable_are_counted(lm):
     def sometimes(example, pred, trace=None):
         if example.question == QUESTIONS[0]:
-            raise KeyError("label")
+            return None
         if example.question == QUESTIONS[1]:
             return math.nan
         return RewardResult(0.5, {"a": 0.5})
@@ -133,8 +133,8 @@ def test_broken_rewards_are_counted(lm):
     batch = run_rollouts(dspy.Predict("question -> answer"), EXAMPLES, sometimes, lm=lm, format=WholeTextAdapter(),
                          progress=False)
     assert batch.failures == 0 and batch.reward_failures == 2 and batch.metric_calls == 4
-    assert "reward failed: KeyError" in batch.rollouts[0].reward.feedback
-    assert batch.rollouts[1].reward.failed and batch.rollouts[1].reward.total == 0.0
+    assert batch.rollouts[0].reward.failed and batch.rollouts[1].reward.failed
+    assert batch.rollouts[1].reward.total == 0.0
     assert batch.component_means() == {"a": 0.25}  # rollouts whose reward failed count 0 in every component
     assert batch.component_means(["b", "a"]) == {"b": 0.0, "a": 0.25}
 
