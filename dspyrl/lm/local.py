@@ -30,6 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -433,23 +434,43 @@ def request_to_messages(request) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- public entry
-_engines: dict[tuple[str, str | None], LocalEngine] = {}
+_engines: dict[tuple[str, str | None], tuple[str | None, LocalEngine]] = {}
 _engines_lock = threading.Lock()
 
 
+def adapter_version(adapter: str | None) -> str | None:
+    """A short fingerprint of a PEFT folder's weights file (inode, size, mtime): saving new weights to the same path
+    (a schedule's second LoRA phase, a user retraining into one folder) is a new version, so neither the engine
+    cache below nor DSPy's answer cache can hand back what the old weights said."""
+    if not adapter:
+        return None
+    folder = Path(adapter).expanduser()
+    weights = next((folder / name for name in ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json")
+                    if (folder / name).is_file()), None)
+    if weights is None:
+        return None
+    stat = weights.stat()
+    return hashlib.sha1(f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
 def local_engine(model: str = SMOLLM2, adapter: str | None = None) -> LocalEngine:
-    """One shared engine per (model, adapter) in a process, so two LMs on one model do not load it twice."""
+    """One shared engine per (model, adapter) in a process, so two LMs on one model do not load it twice; a new
+    version of the adapter's weights gets a new engine (LMs made before keep the one they were made with)."""
     key = (str(model), str(adapter) if adapter else None)
+    version = adapter_version(adapter)
     with _engines_lock:
-        if key not in _engines:
-            _engines[key] = LocalEngine(model, adapter=adapter)
-        return _engines[key]
+        if key not in _engines or _engines[key][0] != version:
+            _engines[key] = (version, LocalEngine(model, adapter=adapter))
+        return _engines[key][1]
 
 
 def local_lm(model: str = SMOLLM2, adapter: str | None = None, *, temperature: float = 0.0, max_tokens: int = 256,
              cache: bool = True, callbacks: list | None = None, **kwargs) -> dspy.LM:
     """A `dspy.LM` backed by a local Hugging Face model (optionally + a PEFT LoRA adapter folder)."""
     engine = local_engine(model, adapter)
-    name = "local/" + (str(model) if not adapter else f"{model}+{adapter}")
+    # The adapter's version is part of the name, which is part of DSPy's cache key: retrained weights at the same
+    # path never get the old weights' cached answers.
+    version = adapter_version(adapter)
+    name = "local/" + (str(model) if not adapter else f"{model}+{adapter}" + (f"@{version}" if version else ""))
     return dspy.LM(name, engine=engine, temperature=temperature, max_tokens=max_tokens, cache=cache,
                    callbacks=[_GroupSizeCallback(), *(callbacks or [])], num_retries=1, **kwargs)

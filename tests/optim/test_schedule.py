@@ -68,7 +68,7 @@ def test_prompts_lora_prompts_resumes_inside_the_lora_phase(tiny_lm, tmp_path):
     assert [m["step"] for m in _lines(run / "2-lora" / "metrics.jsonl")] == [1, 2, 3, 4]
     # The last prompt phase optimized prompts for the adapted model.
     third = json.loads((run / "3-prompts" / "config.json").read_text())
-    assert third["lm"] == f"local/{tiny_lm.engine.model_spec}+{run / '2-lora' / 'adapter'}"
+    assert third["lm"].startswith(f"local/{tiny_lm.engine.model_spec}+{run / '2-lora' / 'adapter'}@")
     # The result is the best-validated phase output; its score is recorded with the schedule.
     record = json.loads((run / "checkpoint.json").read_text())
     scores = [resumed.phases_done[0]["val_before"]] + [p["val_after"] for p in resumed.phases_done]
