@@ -8,11 +8,15 @@ state key it does not know as an attribute, so `program.load("program.json")` br
 What honours it is `PredictorFormats`, which is both the context's format and a DSPy callback: the callback keeps a
 per-thread stack of the Predict calls in progress, and each format call is formatted by the innermost one's chosen
 format (the context's previous format for predictors without a choice). `use_predictor_formats(program)` installs
-it; every dspyrl entry point runs programs through `run_rollouts`, which does so, and a user running an optimized
-program by hand wraps the call the same way:
+it; every dspyrl entry point runs programs through `run_rollouts`, which does so.
 
-    with use_predictor_formats(program):
-        program(question="...")
+A program called plainly, as every DSPy user calls a compiled program, honours its formats too: `set_format` also
+attaches a `FormatPin` to the predictor (a DSPy callback in `predictor.callbacks`, which DSPy's save does not write),
+and the pin switches the format for the duration of that predictor's own call. DSPy's `load` restores the attribute but
+not the pin, so a saved program is loaded by one call that does both:
+
+    program = dspyrl.load_program(build_program(), "program.json")   # program.load(path) + the pins
+    program(question="...")                                           # formatted by the learned format
 """
 
 from __future__ import annotations
@@ -37,6 +41,24 @@ def set_format(predictor, name: str | None) -> None:
         raise ValueError(f"format '{name}' does not apply to {predictor.signature.__name__}; "
                          f"choose one of {', '.join(format_choices_for(predictor.signature))}")
     setattr(predictor, FORMAT_ATTRIBUTE, name)
+    pin_formats(predictor)
+
+
+def pin_formats(program):
+    """Attach a FormatPin to every predictor of `program` that has none (idempotent); returns the program."""
+    for _, predictor in program.named_predictors():
+        callbacks = getattr(predictor, "callbacks", None)
+        if callbacks is None:
+            predictor.callbacks = callbacks = []
+        if not any(isinstance(c, FormatPin) for c in callbacks):
+            callbacks.append(_PIN)
+    return program
+
+
+def load_program(program, path):
+    """DSPy's `program.load(path)`, then the pins that make its learned formats hold on a plain call."""
+    program.load(str(path))
+    return pin_formats(program)
 
 
 def predictor_formats(program) -> dict[str, str]:
@@ -97,6 +119,37 @@ class PredictorFormats(dspy.Adapter, BaseCallback):
 
     def parse(self, signature, completion):
         return self._current().parse(signature, completion)
+
+
+class FormatPin(BaseCallback):
+    """A predictor's own callback: while that predictor runs, the context's format is its chosen one (module docstring).
+
+    It reads the predictor's `dspyrl_format` at call time (None: it does nothing), so one shared instance serves every
+    predictor and survives deep copies as itself."""
+
+    def __init__(self):
+        self._open: dict[str, contextlib.AbstractContextManager] = {}
+        self._lock = threading.Lock()
+        self._formats = PredictorFormats()
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def on_module_start(self, call_id, instance, inputs):
+        if isinstance(instance, dspy.Predict) and getattr(instance, FORMAT_ATTRIBUTE, None):
+            scope = dspy.context(adapter=self._formats.format_for(instance))
+            scope.__enter__()  # left in on_module_end, in the same thread and context (DSPy calls both around the call)
+            with self._lock:
+                self._open[call_id] = scope
+
+    def on_module_end(self, call_id, outputs, exception=None):
+        with self._lock:
+            scope = self._open.pop(call_id, None)
+        if scope is not None:
+            scope.__exit__(None, None, None)
+
+
+_PIN = FormatPin()
 
 
 def use_predictor_formats(program, fallback: dspy.Adapter | None = None):

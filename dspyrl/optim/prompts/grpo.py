@@ -11,11 +11,18 @@ One step, read top to bottom in `compile`:
   2. run the program once per (example, choice) through the rollout engine and score each run with the reward;
   3. turn rewards into group-relative advantages (each run against the other runs on the same example);
   4. update the policy: K epochs on the clipped surrogate - β·KL(π‖π_ref) + c·H(π);
-  5. every `propose_every` steps, add candidates: instructions an LM writes from the best and worst runs, and demo
-     sets bootstrapped from high-reward runs; every `eval_every` steps, score the policy's most likely prompt on the valset.
-The returned program is the most likely prompt that scored best on the valset (the starting program is evaluated first,
-so the result is never worse than it on the valset). The budget is counted in metric calls the way GEPA counts them:
-one per program run that is scored, validation runs included, so optimizers can be compared at equal cost.
+  5. every `propose_every` steps, add candidates: instructions an LM writes from the best and worst runs (filtered
+     before they reach the policy, see propose.py), and demo sets bootstrapped from high-reward runs; every
+     `eval_every` steps, score the policy's most likely prompt on a valset minibatch, and on the whole valset only when
+     it beats the incumbent there (GEPA's order: most of the budget goes to learning, not to validating losers).
+Examples whose last group was solved by every sample (all rewards equal and high: `frac_zero_std`) teach nothing; the
+next batches take examples that still vary or fail first.
+The returned program is the incumbent: the starting program, replaced only on paired validation evidence, and within
+noise the simpler program (dspyrl.optim.prompts.select). `state.final_vs_start` is its paired difference from the
+starting program on the valset with an interval. The budget is counted in metric calls the way GEPA counts them: one
+per program run that is scored, validation runs included, so optimizers can be compared at equal cost; `state.spent`
+splits it into training rollouts and validation. Every sampled request is seeded from the run seed and its rollout id,
+so the same seed gives the same run on an engine that honours per-request seeds.
 With `run_dir`, every step is checkpointed (see dspyrl.runs) and `resume=True` continues where a run stopped.
 """
 
@@ -30,11 +37,14 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
 from dspyrl.formats import format_choices_for
+from dspyrl.formats.per_predictor import pin_formats
 from dspyrl.errors import ConfigError
 from dspyrl.optim.advantages import group_advantages
 from dspyrl.optim.prompts.policy import PromptPolicy, apply_values
+from dspyrl.optim.prompts.select import complexity, decide, paired_difference, values_key
 from dspyrl.optim.prompts.propose import (InstructionProposer, ProposalStats, ScoredCall, balanced_demo_set, label_field,
                                   labelled_demo_sets)
+from dspyrl.rollout import request_seed
 from dspyrl.runs import EarlyStopping, LiveProgress, RunFolder, rng_from_json, rng_state_to_json
 
 
@@ -65,6 +75,10 @@ class GRPOConfig:
     failure_reward: float = 0.0  # reward of a run whose LM call or parse failed
     num_threads: int = 4
     seed: int = 0
+    select_confidence: float = 0.9  # a candidate replaces the incumbent only when this paired interval is above 0
+    val_minibatch: int = 4  # valset rows a new candidate is scored on first (0: always the full valset)
+    skip_saturated: bool = True  # all-solved examples wait until the others have been used
+    plausibility_margin: float = 1.5  # nats/token a proposal may fall below the original instruction's (local LMs)
 
 
 @dataclass
@@ -82,8 +96,12 @@ class GRPOState:
     wall_s: float = 0.0
     order: list[int] = field(default_factory=list)  # trainset indices of the current epoch, consumed from the front
     demo_pool: dict[str, list[dict]] = field(default_factory=dict)  # predictor -> demos from high-reward runs
-    val_history: list[dict] = field(default_factory=list)  # {step, score, values}
-    best: dict | None = None  # the best validated {step, score, values}
+    val_history: list[dict] = field(default_factory=list)  # {step, values, scores: {row: score}, score, verdict}
+    best: dict | None = None  # the incumbent {step, score, values}: what compile returns
+    saturated: list[int] = field(default_factory=list)  # trainset rows whose last group was all-solved
+    spent: dict = field(default_factory=lambda: {"train": 0, "validation": 0})  # metric calls by purpose
+    val_cursor: int = 0  # where the next validation minibatch starts
+    final_vs_start: dict | None = None  # the returned program − the starting program on the valset (paired)
     early: EarlyStopping = field(default_factory=EarlyStopping)
     proposals: ProposalStats = field(default_factory=ProposalStats)
     stopped: str = ""  # why the loop ended ("budget", "early_stop")
@@ -124,7 +142,8 @@ class GRPO(Teleprompter):
         self.tensorboard = tensorboard
         self.instructions = instructions  # extra starting candidates: for every predictor, or by predictor name
         self.proposer = InstructionProposer(num_proposals=self.config.num_proposals,
-                                            max_tokens=self.config.proposal_max_tokens)
+                                            max_tokens=self.config.proposal_max_tokens,
+                                            plausibility_margin=self.config.plausibility_margin)
         self.state: GRPOState | None = None
 
     # ------------------------------------------------------------------------------------------------ compile
@@ -172,11 +191,15 @@ class GRPO(Teleprompter):
                     callback.on_step_end(metrics)
             state.stopped = state.stopped or "budget"
             self._validate(student, valset, state, lm)  # the final policy, unless that prompt was scored already
+            start, final = state.val_history[0], self._record(state, state.best["values"])
+            state.final_vs_start = paired_difference(start["scores"], final["scores"],
+                                                     confidence=cfg.select_confidence, seed=cfg.seed)
             self._checkpoint(run, state)
             live.update(state.metric_calls)
 
         optimized = student.deepcopy()
         apply_values(optimized, state.best["values"])
+        pin_formats(optimized)  # a plain call honours the learned formats (dspyrl.formats.per_predictor)
         if run:
             run.save_program(optimized)
         return optimized
@@ -185,7 +208,8 @@ class GRPO(Teleprompter):
     def _step(self, student, trainset, valset, state: GRPOState, lm, batch: int) -> dict:
         cfg, started = self.config, time.perf_counter()
         state.step += 1
-        examples = [trainset[i] for i in self._next_batch(state, len(trainset), batch)]
+        indices = self._next_batch(state, len(trainset), batch)
+        examples = [trainset[i] for i in indices]
 
         # 1. sample a prompt choice for every (example, sample) before running anything: reproducible and thread-safe
         choices = [[state.policy.sample(state.rng) for _ in range(cfg.group_size)] for _ in examples]
@@ -195,7 +219,8 @@ class GRPO(Teleprompter):
         def configure(program_copy, example_index, sample_index):
             return state.policy.apply(program_copy, choices[example_index][sample_index])
 
-        rollouts = self._run(state, student, examples, lm, configure, group_size=cfg.group_size, temperature=cfg.temperature)
+        rollouts = self._run(state, student, examples, lm, configure, group_size=cfg.group_size,
+                             temperature=cfg.temperature, purpose="train")
 
         # 3. group-relative advantages
         rewards = [[0.0] * cfg.group_size for _ in examples]
@@ -204,6 +229,12 @@ class GRPO(Teleprompter):
             rewards[r.example_index][r.sample_index] = float(r.reward.total)
             by_position[(r.example_index, r.sample_index)] = r
         adv = group_advantages(rewards, scale=cfg.scale_advantages)
+        for index, group in zip(indices, rewards):  # an all-solved group teaches nothing: others go first next time
+            solved = len(set(group)) == 1 and group[0] >= cfg.bootstrap_min_reward
+            if solved and index not in state.saturated:
+                state.saturated.append(index)
+            elif not solved and index in state.saturated:
+                state.saturated.remove(index)
 
         # 4. policy update
         stats = state.policy.update([c for row in choices for c in row], adv.flat(),
@@ -246,6 +277,7 @@ class GRPO(Teleprompter):
             "metric_calls": state.metric_calls, "lm_calls": state.lm_calls, "tokens": state.tokens,
             "cost": state.cost, "wall_s": state.wall_s, "val_score": val_score,
             "best_val": state.best["score"] if state.best else None, "new_candidates": proposed,
+            "saturated": len(state.saturated), "spent": dict(state.spent),
             "proposals": state.proposals.to_json(),
             "greedy": {p: {s: state.policy.slots[p][s].origins[i] for s, i in slots.items()}
                        for p, slots in state.policy.greedy().items()},
@@ -287,18 +319,26 @@ class GRPO(Teleprompter):
         return state
 
     def _next_batch(self, state: GRPOState, n_train: int, batch: int) -> list[int]:
-        """Epoch-shuffled order: every example is used once before any is used twice."""
-        picked = []
+        """Epoch-shuffled order: every example is used once before any is used twice, and (skip_saturated) examples
+        whose last group was all-solved only when no other example is left; an epoch of only those is skipped while
+        some example still varies or fails."""
+        picked: list[int] = []
+        waiting = set(state.saturated) if self.config.skip_saturated else set()
         while len(picked) < batch:
-            if not state.order:
+            if not state.order or (waiting and set(state.order) <= waiting and len(waiting) < n_train):
                 state.order = list(range(n_train))
                 state.rng.shuffle(state.order)
-            index = state.order.pop(0)
-            if index not in picked:
-                picked.append(index)
+            open_rows = [i for i in state.order if i not in picked]
+            if not open_rows:
+                state.order = []
+                continue
+            index = next((i for i in open_rows if i not in waiting), open_rows[0])
+            state.order.remove(index)
+            picked.append(index)
         return picked
 
-    def _run(self, state: GRPOState, student, examples, lm, configure, *, group_size: int = 1, temperature=None):
+    def _run(self, state: GRPOState, student, examples, lm, configure, *, group_size: int = 1, temperature=None,
+             purpose: str = "validation"):
         """Run and score through the rollout engine; adds its counters to the run's budget."""
         from dspyrl.rollout import run_rollouts
 
@@ -306,8 +346,10 @@ class GRPO(Teleprompter):
         # samples back, while a resumed run replays its interrupted step from the cache
         batch = run_rollouts(student, examples, self.reward, group_size=group_size, lm=lm, configure=configure,
                              num_threads=self.config.num_threads, progress=False, temperature=temperature,
-                             failure_reward=self.config.failure_reward, rollout_offset=state.step * group_size)
+                             failure_reward=self.config.failure_reward, rollout_offset=state.step * group_size,
+                             seed=self.config.seed)
         state.metric_calls += len(batch.rollouts)  # one per scored run, failures included (GEPA counts the same)
+        state.spent[purpose] = state.spent.get(purpose, 0) + len(batch.rollouts)
         state.lm_calls += int(batch.lm_calls or 0)
         state.failures += int(batch.failures or 0)
         state.tokens += int(batch.tokens)
@@ -315,24 +357,58 @@ class GRPO(Teleprompter):
         return batch
 
     def _validate(self, student, valset, state: GRPOState, lm) -> float:
-        """Score the policy's most likely prompt on the valset (once per distinct prompt) and keep the best.
+        """Score the policy's most likely prompt: on a valset minibatch first, on the whole valset only when it beats
+        the incumbent on those rows; it replaces the incumbent only on paired evidence (select.decide). Returns its
+        mean score on the rows it was scored on.
 
-        Every call counts for early stopping, also when the prompt was scored before: an unchanged prompt is a plateau."""
-        values = state.policy.greedy_values()
-        known = next((entry for entry in state.val_history if entry["values"] == values), None)
-        if known is not None:
-            score = known["score"]
-        else:
-            program = student.deepcopy()
-            apply_values(program, values)
-            batch = self._run(state, program, valset, lm, None)
-            score = sum(float(r.reward.total) for r in batch.rollouts) / max(1, len(batch.rollouts))
-            state.val_history.append({"step": state.step, "score": score, "values": values})
-            if state.best is None or score >= state.best["score"]:  # ties go to the later, more trained prompt
-                state.best = {"step": state.step, "score": score, "values": values}
-        if state.early.update(score) and not state.stopped:
+        Every call counts for early stopping, on the incumbent's score: a prompt that does not replace it is a plateau."""
+        cfg = self.config
+        record = self._record(state, state.policy.greedy_values(), create=True)
+        incumbent = self._record(state, state.best["values"]) if state.best else None
+        rows = [str(i) for i in range(len(valset))]
+        if incumbent is not None and record is not incumbent and not record.get("verdict"):
+            if 0 < cfg.val_minibatch < len(rows) and len(record["scores"]) < len(rows):
+                mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(cfg.val_minibatch)]
+                state.val_cursor = (state.val_cursor + cfg.val_minibatch) % len(rows)
+                self._score_rows(student, valset, state, lm, record, mini)
+                if _mean(record["scores"], mini) <= _mean(incumbent["scores"], mini):
+                    record["verdict"] = "not better than the incumbent on a minibatch"
+            if not record.get("verdict"):
+                self._score_rows(student, valset, state, lm, record, rows)
+                adopt, reason, vs_incumbent = decide(start=state.val_history[0], incumbent=incumbent,
+                                                     candidate=record, confidence=cfg.select_confidence, seed=cfg.seed)
+                record.update(verdict=reason, vs_incumbent=vs_incumbent)
+                if adopt:
+                    state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
+        elif incumbent is None:  # the starting program, on the whole valset: what every candidate is compared with
+            self._score_rows(student, valset, state, lm, record, rows)
+            record["verdict"] = "the starting program"
+            state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
+        if state.early.update(state.best["score"]) and not state.stopped:
             state.stopped = "early_stop"
-        return score
+        return _mean(record["scores"], list(record["scores"]))
+
+    def _record(self, state: GRPOState, values: dict, create: bool = False) -> dict | None:
+        """The validation record of a prompt (one per distinct prompt: its scores are reused, never re-bought)."""
+        key = values_key(values)
+        record = next((r for r in state.val_history if values_key(r["values"]) == key), None)
+        if record is None and create:
+            record = {"step": state.step, "values": values, "scores": {}, "score": None, "verdict": "",
+                      "complexity": list(complexity(values, state.val_history[0]["values"] if state.val_history
+                                                    else values))}
+            state.val_history.append(record)
+        return record
+
+    def _score_rows(self, student, valset, state: GRPOState, lm, record: dict, rows: list[str]) -> None:
+        missing = [r for r in rows if r not in record["scores"]]
+        if missing:
+            program = student.deepcopy()
+            apply_values(program, record["values"])
+            batch = self._run(state, program, [valset[int(r)] for r in missing], lm, None)
+            for r, rollout in zip(missing, batch.rollouts):
+                record["scores"][r] = float(rollout.reward.total)
+        if len(record["scores"]) == len(valset):
+            record["score"] = _mean(record["scores"], list(record["scores"]))
 
     def _propose(self, student, state: GRPOState, scored: dict, lm) -> int:
         """New instruction candidates from the LM and a bootstrapped demo set, per predictor; returns how many."""
@@ -345,7 +421,8 @@ class GRPO(Teleprompter):
             current = slot.candidates[state.policy.greedy()[name]["instruction"]]
             if scored.get(name):
                 for text in self.proposer.propose(predictor.signature, current, scored[name], existing=slot.candidates,
-                                                  rollout_id=state.step, lm=reflection_lm):
+                                                  rollout_id=state.step, lm=reflection_lm, original=slot.candidates[0],
+                                                  seed=request_seed(cfg.seed, 10**6 + state.step), task_lm=lm):
                     if state.policy.add_candidate(name, "instruction", text, f"proposed@{state.step}",
                                                   max_candidates=cfg.max_candidates) is not None:
                         added += 1
@@ -387,6 +464,10 @@ def _call_inputs(call, example, signature) -> dict:
     if all(name in inputs for name in signature.input_fields):
         return {name: inputs[name] for name in signature.input_fields}
     return {}
+
+
+def _mean(scores: dict[str, float], rows: list[str]) -> float:
+    return sum(scores[r] for r in rows) / len(rows) if rows else 0.0
 
 
 def _lm_name(lm) -> str | None:

@@ -4,8 +4,15 @@ Instructions. Every few GRPO steps an LM (the task LM by default, or a stronger 
 the current best instruction and the rollouts with the highest and the lowest advantage (inputs, output, reward,
 feedback) and writes a new instruction. We ask for plain text, not a structured output format: a small model breaks
 formats far more often than it fails to write a sentence, and an instruction is only a sentence. Whatever comes back is
-cleaned (fences, quotes, "Instruction:" labels) and checked; garbage (empty, too short, too long, format markers, copies)
-is counted and skipped, never fatal.
+cleaned (fences, quotes, "Instruction:" labels) and checked before it can enter the policy, by checks that need no
+strong model; each rejection is counted by its reason in `ProposalStats.rejected`, never fatal:
+    empty / too_short / too_long / not_prose / format_markers / cut_off (stopped at max_tokens) / duplicate
+    contradicts_outputs  names a label the output field does not allow, or XML tags the original instruction does not
+                         use, or drops tags it requires (math_xml's <answer>)
+    repetitive           the same words over and over (a small model's loop)
+    implausible          the task model itself finds the text unlikely: its mean token log-probability, as the reply to
+                         "write the instruction for this step", is more than `plausibility_margin` nats below the
+                         original instruction's (local models only: the engine scores text, see dspyrl.lm.local)
 
 Demo sets. The empty set, labelled sets drawn from the trainset and bootstrapped sets built from the predictor's own
 high-reward calls. When a predictor's output is a label (a `Literal` or `bool` field) sets are label-balanced and shuffled:
@@ -20,6 +27,8 @@ import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from dspyrl.errors import is_lm_failure
 
 PROPOSER_SYSTEM = (
     "You write instructions for a language model. You are shown the current instruction of one step of a program, "
@@ -49,6 +58,8 @@ class ProposalStats:
     accepted: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
     lm_failures: int = 0
+    # the last round's completions and what became of them ("" = accepted): for reading proposals, not checkpointed
+    last: list = field(default_factory=list, repr=False, compare=False)
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -63,7 +74,7 @@ class InstructionProposer:
     """Asks an LM for new instructions for one predictor (see the module docstring)."""
 
     def __init__(self, lm=None, *, num_proposals: int = 2, max_examples: int = 3, temperature: float = 1.0,
-                 max_tokens: int = 160, min_chars: int = 12, max_chars: int = 1200):
+                 max_tokens: int = 160, min_chars: int = 12, max_chars: int = 1200, plausibility_margin: float = 1.5):
         self.lm = lm
         self.num_proposals = num_proposals
         self.max_examples = max_examples
@@ -71,7 +82,9 @@ class InstructionProposer:
         self.max_tokens = max_tokens
         self.min_chars = min_chars
         self.max_chars = max_chars
+        self.plausibility_margin = plausibility_margin
         self.stats = ProposalStats()
+        self._original_plausibility: dict[str, float] = {}
 
     def prompt(self, signature, current_instruction: str, calls: list[ScoredCall]) -> list[dict]:
         ranked = sorted(calls, key=lambda c: c.advantage, reverse=True)
@@ -93,8 +106,11 @@ class InstructionProposer:
         return [{"role": "system", "content": PROPOSER_SYSTEM}, {"role": "user", "content": "\n".join(text)}]
 
     def propose(self, signature, current_instruction: str, calls: list[ScoredCall], *, existing: list[str] = (),
-                rollout_id: int = 0, lm=None) -> list[str]:
-        """New, cleaned, de-duplicated instructions (possibly none); failures and garbage are counted in `stats`."""
+                rollout_id: int = 0, lm=None, seed: int | None = None, original: str | None = None,
+                task_lm=None) -> list[str]:
+        """New, cleaned, checked, de-duplicated instructions (possibly none); failures and garbage are counted in
+        `stats`. `original` is the starting instruction the checks compare with (default: the current one);
+        `task_lm` is the model that will run the instruction (its plausibility check needs a local engine)."""
         lm = lm or self.lm
         if lm is None:
             import dspy
@@ -102,29 +118,52 @@ class InstructionProposer:
             lm = dspy.settings.lm
         self.stats.asked += self.num_proposals
         try:
+            extra = {"seed": seed} if seed is not None else {}
             raw = lm(messages=self.prompt(signature, current_instruction, calls), n=self.num_proposals,
-                     temperature=self.temperature, max_tokens=self.max_tokens, rollout_id=rollout_id)
-        except Exception:  # an LM failure costs this round's proposals, never the run
+                     temperature=self.temperature, max_tokens=self.max_tokens, rollout_id=rollout_id, **extra)
+        except Exception as err:  # an LM failure costs this round's proposals, never the run
+            if not is_lm_failure(err):
+                raise
             self.stats.lm_failures += 1
             self.stats.reject("lm_error")
             return []
         seen = {_normal(t) for t in [current_instruction, *existing]}
         accepted = []
         cut_off = _stopped_at_max_tokens(lm, len(raw))
+        self.stats.last = []
         for completion, truncated in zip(raw, cut_off):
             text = completion.get("text", "") if isinstance(completion, dict) else str(completion or "")
             instruction, reason = self.clean(text, signature)
             if instruction is not None and truncated:  # an unfinished instruction (measured: rambling, off-task)
                 instruction, reason = None, "cut_off"
+            if instruction is not None and _normal(instruction) in seen:
+                instruction, reason = None, "duplicate"
+            if instruction is not None:
+                reason = self.check(instruction, signature, original or current_instruction, task_lm)
+                instruction = None if reason else instruction
+            self.stats.last.append((text, reason))
             if instruction is None:
                 self.stats.reject(reason)
-            elif _normal(instruction) in seen:
-                self.stats.reject("duplicate")
             else:
                 seen.add(_normal(instruction))
                 accepted.append(instruction)
                 self.stats.accepted += 1
         return accepted
+
+    def check(self, text: str, signature, original: str, task_lm=None) -> str:
+        """The reason a clean instruction must not reach the policy ("" when it may): module docstring."""
+        if contradicts_outputs(text, signature, original):
+            return "contradicts_outputs"
+        if repetitive(text):
+            return "repetitive"
+        if task_lm is not None and self.plausibility_margin is not None:
+            mine = plausibility(task_lm, signature, text)
+            if original not in self._original_plausibility:
+                self._original_plausibility[original] = plausibility(task_lm, signature, original)
+            reference = self._original_plausibility[original]
+            if mine is not None and reference is not None and mine < reference - self.plausibility_margin:
+                return "implausible"
+        return ""
 
     def clean(self, text: str, signature=None) -> tuple[str | None, str]:
         """(instruction, "") or (None, reason it was rejected)."""
@@ -144,6 +183,72 @@ class InstructionProposer:
         if sum(ch.isalpha() for ch in text) < 0.6 * len(text.replace(" ", "")):
             return None, "not_prose"
         return text, ""
+
+
+_QUOTED = re.compile(r"""['"`‘“*]{1,2}([A-Za-z][\w -]{0,30}?)['"`’”*]{1,2}""")
+_ALTERNATIVES = re.compile(r"[A-Za-z]+(?:\s*(?:,\s*or\b|,|/|\bor\b)\s*[A-Za-z]+)+")  # "a, b or c", "a/b"
+_TAG = re.compile(r"</?\s*([A-Za-z_][\w-]*)\s*>")
+
+
+def contradicts_outputs(text: str, signature, original: str) -> bool:
+    """True when the text names labels that a label field does not allow, or XML tags that are not the ones the
+    original instruction (or the fields' descriptions) uses, or drops a tag the original requires."""
+    described = " ".join([original, *(str(f.json_schema_extra.get("desc", "")) if f.json_schema_extra else ""
+                                      for f in signature.fields.values())])
+    known_tags, tags = {t.lower() for t in _TAG.findall(described)}, {t.lower() for t in _TAG.findall(text)}
+    required = {t.lower() for t in _TAG.findall(original)}
+    if tags - known_tags or required - tags:
+        return True
+    labels = _labels(signature)
+    if not labels:
+        return False
+    allowed = labels | {name.lower() for name in signature.fields} | set(_normal(described).split())
+    named = {m.strip().lower() for m in _QUOTED.findall(text)}
+    for group in _ALTERNATIVES.findall(text):
+        options = [w.lower() for w in re.split(r"\s*(?:,\s*or\b|,|/|\bor\b)\s*", group) if w]
+        if any(o in labels for o in options):  # a list of answers: every one of them must be a label
+            named.update(options)
+    return any(word not in allowed and word.split()[0] not in allowed for word in named if word)
+
+
+def _labels(signature) -> set[str]:
+    labels: set[str] = set()
+    for f in signature.output_fields.values():
+        if typing.get_origin(f.annotation) is typing.Literal:
+            labels.update(str(a).lower() for a in typing.get_args(f.annotation))
+        elif f.annotation is bool:
+            labels.update({"true", "false"})
+    return labels
+
+
+def repetitive(text: str) -> bool:
+    """A loop: many repeated word trigrams, one word making up a large share of the text, or a repeated line."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    if len(words) >= 9:
+        trigrams = list(zip(words, words[1:], words[2:]))
+        if 1 - len(set(trigrams)) / len(trigrams) > 0.2:
+            return True
+        content = [w for w in words if len(w) > 3]
+        if content and max(content.count(w) for w in set(content)) > max(3, 0.2 * len(words)):
+            return True
+    lines = [line.strip().lower() for line in text.splitlines() if line.strip()]
+    return len(lines) >= 2 and len(set(lines)) < len(lines)
+
+
+def plausibility(task_lm, signature, text: str) -> float | None:
+    """Mean log-probability per token of `text` as the task model's own reply to "write the instruction for this
+    step" (None when the LM is not an in-process local model, which alone can score text)."""
+    engine = getattr(task_lm, "engine", None)
+    if engine is None or not hasattr(engine, "choice_logprobs"):
+        return None
+    inputs = ", ".join(signature.input_fields)
+    outputs = ", ".join(f"{name} ({_type_name(f.annotation)})" for name, f in signature.output_fields.items())
+    messages = [{"role": "system", "content": "You write short instructions for a language model."},
+                {"role": "user", "content": f"Write the instruction for a step that reads {inputs} and produces "
+                                            f"{outputs}."}]
+    total = engine.choice_logprobs(messages, [text])[0]
+    tokens = len(engine.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # + end of turn, as scored
+    return total / tokens
 
 
 def _stopped_at_max_tokens(lm, count: int) -> list[bool]:

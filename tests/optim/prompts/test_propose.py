@@ -26,7 +26,7 @@ class CannedLM:
     def __call__(self, messages=None, **kwargs):
         self.calls.append((messages, kwargs))
         if self.fail:
-            raise RuntimeError("HTTP 500")
+            raise ConnectionError("HTTP 500")
         return list(self.completions)
 
 
