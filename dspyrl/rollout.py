@@ -12,6 +12,8 @@ comparator all call `run_rollouts`. For each (example i, sample s) it
    callback that lives only in that rollout's context, so concurrent rollouts never see each other's calls;
 4. scores the prediction with the reward, outside the rollout's context, so a judge's own LM calls are not
    mistaken for the program's.
+   A group reward (`dspyrl.rewards.combine.scores_groups`: a group-mode judge, a reward model) is called once per
+   example with the predictions of all its rollouts that ran, after every rollout finished.
 
 Only real failures are failures (`dspyrl.errors.is_lm_failure`): an LM/HTTP error after the client's retries, a
 timeout, or an unparseable output (AdapterParseError) makes the rollout `failed`, with `failure_reward` as its reward
@@ -37,7 +39,7 @@ from dspy.utils.callback import BaseCallback
 
 from dspyrl.formats.per_predictor import PredictorFormats, predictor_formats
 from dspyrl.errors import ConfigError, is_lm_failure
-from dspyrl.rewards.combine import RewardResult, to_reward_result
+from dspyrl.rewards.combine import RewardResult, score_group, scores_groups, to_reward_result
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -258,6 +260,7 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
     jobs = [(i, s) for i in range(len(examples)) for s in range(group_size)]
     started = time.perf_counter()
     tolerated = _ErrorBudget(max_errors)
+    grouped = scores_groups(reward)  # a group reward (e.g. a group-mode judge) is called once per example, below
 
     def run_one(job: tuple[int, int]) -> tuple[Rollout, _CallRecorder]:
         i, s = job
@@ -269,8 +272,8 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
             updates["seed"] = request_seed(seed, rollout_offset + s)
         if not cache:
             updates["cache"] = False
-        return _rollout(program, examples[i], i, s, reward, base_lm.copy(**updates), format, configure, failure_reward,
-                        tolerated)
+        return _rollout(program, examples[i], i, s, None if grouped else reward, base_lm.copy(**updates), format,
+                        configure, failure_reward, tolerated)
 
     results: list[tuple[Rollout, _CallRecorder]] = []
     with _progress_bar(progress, description, len(jobs)) as advance:
@@ -292,6 +295,8 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
                         future.cancel()
                     raise
 
+    if grouped:
+        _score_groups([rollout for rollout, _ in results], examples, reward, failure_reward, tolerated, num_threads)
     batch = RolloutBatch([rollout for rollout, _ in results], group_size=group_size)
     errors: Counter[str] = Counter()
     for rollout, recorder in results:
@@ -338,6 +343,8 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
     latency = time.perf_counter() - start
     if error is not None:
         result = RewardResult(failure_reward, feedback=error, failed=True)
+    elif reward is None:  # a group reward scores this rollout with the rest of its group
+        result = RewardResult(failure_reward)
     else:
         try:
             result = to_reward_result(reward(example, prediction, None), failure_score=failure_reward)
@@ -347,6 +354,33 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
     rollout = Rollout(i, s, choices or {}, prediction, list(recorder.calls), result, error,
                       recorder.prompt_tokens, recorder.completion_tokens, latency, recorder.cost)
     return rollout, recorder
+
+
+def _score_groups(rollouts: list[Rollout], examples: list, reward, failure_reward: float, tolerated, num_threads: int):
+    """One `score_group` call per example over the predictions of its rollouts that ran (concurrent across examples);
+    failed program runs keep their failure reward. Scoring runs outside every rollout's context, as in `_rollout`."""
+    groups: dict[int, list[Rollout]] = {}
+    for rollout in rollouts:
+        if rollout.error is None:
+            groups.setdefault(rollout.example_index, []).append(rollout)
+
+    def score(index: int) -> None:
+        members = groups[index]
+        try:
+            results = score_group(reward, examples[index], [r.prediction for r in members], failure_score=failure_reward)
+        except Exception as err:
+            feedback = _describe(err) if is_lm_failure(err) else tolerated.absorb(err)
+            results = [RewardResult(failure_reward, feedback=f"reward failed: {feedback}", failed=True)] * len(members)
+        for rollout, result in zip(members, results):
+            rollout.reward = result
+
+    if num_threads == 1 or len(groups) <= 1:
+        for index in groups:
+            score(index)
+        return
+    with ThreadPoolExecutor(max_workers=min(num_threads, len(groups))) as pool:
+        for future in [pool.submit(contextvars.copy_context().run, score, index) for index in groups]:
+            future.result()
 
 
 PROGRAM_ERROR = "program error"  # prefix of a tolerated user-code exception's description

@@ -8,6 +8,11 @@ broken judge call is visible instead of silently scoring), and returns
 
 together with `components = {name: score_i}` and the components' feedback joined, so the judge's words travel with
 the number into rollouts, the run folder and the instruction proposer.
+
+Group rewards: a reward whose `scores_groups` is true (a group-mode judge, a trained reward model, or a WeightedReward
+holding one) also has `score_group(example, predictions) -> list[RewardResult]`, and every caller that holds the G
+outputs of one example (the rollout engine, LoRA GRPO's TRL reward function) calls it once per group through
+`score_group` below. Plain rewards are simply called once per output.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from dspyrl.errors import is_lm_failure
 
 
 @dataclass
@@ -67,6 +74,23 @@ def _finite(number: Any) -> bool:
         return False
 
 
+def scores_groups(reward: Any) -> bool:
+    """True for a reward that wants the G outputs of one example in one call (see the module docstring)."""
+    return bool(getattr(reward, "scores_groups", False)) and callable(getattr(reward, "score_group", None))
+
+
+def score_group(reward: Callable[..., Any], example, predictions: list, *, failure_score: float = 0.0) -> list[RewardResult]:
+    """Score the outputs of one example: one `score_group` call for a group reward, else one call per output."""
+    if scores_groups(reward):
+        results = list(reward.score_group(example, list(predictions)))
+        if len(results) != len(predictions):
+            raise ValueError(f"{type(reward).__name__}.score_group returned {len(results)} results for "
+                             f"{len(predictions)} predictions")
+    else:
+        results = [reward(example, prediction, None) for prediction in predictions]
+    return [to_reward_result(result, failure_score=failure_score) for result in results]
+
+
 @dataclass
 class RewardComponent:
     """One named term of a weighted reward."""
@@ -98,19 +122,37 @@ class WeightedReward:
     def weights(self) -> dict[str, float]:
         return {c.name: c.weight for c in self.components}
 
+    @property
+    def scores_groups(self) -> bool:
+        """A group reward when any component is one (that component then sees each group in one call)."""
+        return any(scores_groups(c.reward) for c in self.components)
+
     def __call__(self, example, pred, trace=None) -> RewardResult:
-        scores: dict[str, float] = {}
-        feedback: list[str] = []
-        failed = False
+        return self.score_group(example, [pred], trace)[0]
+
+    def score_group(self, example, predictions: list, trace=None) -> list[RewardResult]:
+        """Each component over the whole group (one call for a group component), then Σ weight · score per output."""
+        per_component: dict[str, list[RewardResult]] = {}
         for component in self.components:
             try:
-                result = to_reward_result(component.reward(example, pred, trace), failure_score=self.failure_score)
-            except Exception as err:  # a broken component is counted, never fatal
-                result = RewardResult(self.failure_score, feedback=f"{type(err).__name__}: {err}", failed=True)
-            scores[component.name] = result.total
-            failed = failed or result.failed
-            if result.feedback:
-                feedback.append(f"{component.name}: {result.feedback}")
+                if scores_groups(component.reward):
+                    results = score_group(component.reward, example, predictions, failure_score=self.failure_score)
+                else:
+                    results = [to_reward_result(component.reward(example, pred, trace), failure_score=self.failure_score)
+                               for pred in predictions]
+            except Exception as err:  # a component whose LM failed is counted; a bug in one stops the run
+                if not is_lm_failure(err):
+                    raise
+                results = [RewardResult(self.failure_score, feedback=f"{type(err).__name__}: {err}", failed=True)
+                           for _ in predictions]
+            per_component[component.name] = results
+        return [self._combine({name: results[k] for name, results in per_component.items()})
+                for k in range(len(predictions))]
+
+    def _combine(self, results: dict[str, RewardResult]) -> RewardResult:
+        scores = {name: result.total for name, result in results.items()}
+        feedback = [f"{name}: {result.feedback}" for name, result in results.items() if result.feedback]
+        failed = any(result.failed for result in results.values())
         total = sum(scores[c.name] * c.weight for c in self.components)
         if self.normalize:
             weight_sum = sum(abs(c.weight) for c in self.components)

@@ -5,6 +5,7 @@ import math
 import dspy
 import pytest
 
+from dspyrl.errors import LMFailure
 from dspyrl.rewards.combine import RewardComponent, RewardResult, WeightedReward, to_reward_result
 
 
@@ -36,13 +37,21 @@ def test_nan_or_none_component_is_counted_not_propagated(bad):
     assert math.isfinite(result.total)
 
 
-def test_raising_component_is_a_failure_with_its_message():
+def test_a_component_whose_lm_failed_is_a_failure_with_its_message():
+    def judge_down(example, pred, trace=None):
+        raise LMFailure("engine down")
+
+    result = WeightedReward([RewardComponent("ok", _const(True), 1.0), RewardComponent("judge", judge_down, 1.0)])(None, None)
+    assert result.failed and result.total == 1.0
+    assert "judge: LMFailure: engine down" in result.feedback
+
+
+def test_a_bug_in_a_component_stops_the_run():
     def broken(example, pred, trace=None):
         raise KeyError("answer")
 
-    result = WeightedReward([RewardComponent("ok", _const(True), 1.0), RewardComponent("broken", broken, 1.0)])(None, None)
-    assert result.failed and result.total == 1.0
-    assert "broken: KeyError" in result.feedback
+    with pytest.raises(KeyError):
+        WeightedReward([RewardComponent("ok", _const(True), 1.0), RewardComponent("broken", broken, 1.0)])(None, None)
 
 
 def test_feedback_of_components_is_kept():

@@ -9,7 +9,7 @@ import dspy
 import pytest
 from dspy.lm15 import Message, Response, TextPart, Usage
 
-from dspyrl.errors import ConfigError
+from dspyrl.errors import ConfigError, LMFailure
 from dspyrl.lm.local import request_to_messages
 from dspyrl.rewards.judge import RewardModule
 
@@ -68,13 +68,12 @@ def test_unparseable_judge_is_retried_then_counted_as_failure(tiny_lm):
 def test_cache_hit_makes_no_second_lm_call(tiny_lm):
     judge = RewardModule("Is the answer correct?", judge_lm=tiny_lm, retries=0)
     judge(EXAMPLE, dspy.Prediction(answer="Lyon"))
-    calls_before = tiny_lm.engine.generate_calls
-    history_before = len(tiny_lm.history)
+    calls_before, judge_calls_before = tiny_lm.engine.generate_calls, judge.stats.lm_calls
     again = judge(EXAMPLE, dspy.Prediction(answer="Lyon"))
-    assert tiny_lm.engine.generate_calls == calls_before and len(tiny_lm.history) == history_before
+    assert tiny_lm.engine.generate_calls == calls_before and judge.stats.lm_calls == judge_calls_before
     assert judge.stats.cache_hits == 1 and again.failed
     judge(EXAMPLE, dspy.Prediction(answer="Marseille"))  # a different output is a new judgement
-    assert len(tiny_lm.history) > history_before
+    assert judge.stats.lm_calls > judge_calls_before and tiny_lm.engine.generate_calls > calls_before
 
 
 def test_judge_needs_an_lm_and_a_rubric():
@@ -124,13 +123,21 @@ def test_lenient_reading_of_a_half_formatted_answer():
 
 def test_lm_errors_are_counted_and_not_cached():
     def explode(messages):
-        raise RuntimeError("503 upstream")
+        raise LMFailure("503 upstream")
 
     judge = RewardModule("r", judge_lm=scripted_lm(explode), retries=1, failure_score=0.0)
     first = judge.judge(inputs="q", output="a")
     assert first.failed and first.error.startswith("lm:")
     judge.judge(inputs="q", output="a")
     assert judge.stats.cache_hits == 0 and judge.stats.lm_attempts == 4
+
+
+def test_a_bug_in_the_judge_lm_is_not_a_failure():
+    def broken(messages):
+        raise KeyError("my bug")
+
+    with pytest.raises(Exception, match="my bug"):
+        RewardModule("r", judge_lm=scripted_lm(broken), retries=1).judge(inputs="q", output="a")
 
 
 # ----------------------------------------------------------------------------------------------- pairwise
