@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from dspyrl.cli.options import add_format_option, add_model_option
+from dspyrl.cli.options import ModelOptions, add_settings, judge_lm as build_judge_lm, settings_of
+from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
+
+
+@dataclass(kw_only=True)
+class CompareConfig(ModelOptions):
+    """`dspyrl compare`'s options (the CLI's options are these fields)."""
+
+    a: str = setting(help="arm A (e.g. baseline)", positional=True)
+    b: str = setting(help="arm B (e.g. runs/sentiment-…/ or openrouter/<vendor>/<model>)", positional=True)
+    program: str = setting("sentiment", "program file the arms are built from and scored with (name or .py path)")
+    data: str | None = setting(None, "dataset file (.jsonl, .csv, …; default: the program's own examples)")
+    split: str = setting("test", "without --data: which of the program's examples (test: the held-out split)",
+                         choices=("test", "all"))
+    out: str | None = setting(None, "output folder (default: runs/compare-<time>)")
+    force: bool = setting(False, "replace a comparison already in --out")
+    limit: int | None = setting(None, "only the first N examples (default: all)", ge=1)
+    temperature: float | None = setting(None, "sampling temperature for both arms (default: 0)", ge=0.0)
+    seed: int = setting(0, "bootstrap seed", ge=0)
+    no_cache: bool = setting(False, "call the models even for answers DSPy has cached (cached calls count no tokens "
+                                    "or latency)")
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def add_parser(sub) -> None:
@@ -15,40 +39,24 @@ def add_parser(sub) -> None:
                                    "and latency. An arm is 'baseline' (the program as written), a run folder or saved "
                                    "program .json, a LoRA adapter folder, or a model spec (same forms as --model). "
                                    "Writes comparison.json and report.html.")
-    p.add_argument("a", metavar="A", help="arm A (e.g. baseline)")
-    p.add_argument("b", metavar="B", help="arm B (e.g. runs/sentiment-…/ or openrouter/<vendor>/<model>)")
-    p.add_argument("--program", default="sentiment", help="program file the arms are built from and scored with "
-                                                          "(name or .py path; default: %(default)s)")
-    p.add_argument("--data", default=None, help="dataset file (.jsonl, .csv, …; default: the program's own examples)")
-    p.add_argument("--split", default="test", choices=("test", "all"),
-                   help="without --data: which of the program's examples (default: %(default)s, the held-out split)")
-    add_model_option(p)
-    p.add_argument("--judge", default=None,
-                   help="LM for a pairwise judge, asked in both orders (same forms as --model; --max-tokens applies)")
-    p.add_argument("--out", default=None, help="output folder (default: runs/compare-<time>)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
-    p.add_argument("--threads", type=int, default=4, help="concurrent program runs per arm (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature for both arms (default: 0)")
-    p.add_argument("--max-tokens", type=int, default=128, help="completion limit (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="call the models even for answers DSPy has cached (cached calls count no tokens or latency)")
-    add_format_option(p, "prompt format of both arms")
+    add_settings(p, CompareConfig, helps={
+        "judge": "LM for the program's judge reward and a pairwise judge, asked in both orders (same forms as --model)",
+        "format": "prompt format of both arms"})
     p.set_defaults(handler=run_command)
 
 
 def run_command(args) -> int:
-    compare_specs(args.a, args.b, program=args.program, data=args.data, split=args.split, model=args.model,
-                  judge=args.judge, out=args.out, limit=args.limit, max_tokens=args.max_tokens,
-                  num_threads=args.threads, temperature=args.temperature, seed=args.seed, cache=not args.no_cache,
-                  format=args.format)
+    c = settings_of(CompareConfig, args)
+    compare_specs(c.a, c.b, program=c.program, data=c.data, split=c.split, model=c.model, judge=c.judge, out=c.out,
+                  limit=c.limit, max_tokens=c.max_tokens, judge_max_tokens=c.judge_max_tokens, num_threads=c.threads,
+                  temperature=c.temperature, seed=c.seed, cache=not c.no_cache, format=c.format)
     return 0
 
 
 def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | None = None, split: str = "test",
                   model: str = "smollm2", judge: str | None = None, out: str | Path | None = None,
-                  limit: int | None = None, max_tokens: int = 128, format: str | None = None, console=None,
-                  **settings):
+                  limit: int | None = None, max_tokens: int = 128, format: str | None = None,
+                  judge_max_tokens: int = ModelOptions.judge_max_tokens, console=None, **settings):
     """`dspyrl compare A B`: resolve the arms and the data, run, print the table, write comparison.json + report.html.
 
     The data are `--data FILE` (checked against the program's own examples' fields) or, without it, the program's
@@ -58,7 +66,6 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     from rich.console import Console
 
     from dspyrl.data import DataSpec, load_examples, split_examples
-    from dspyrl.lm import lm_from_spec
     from dspyrl.compare.comparator import DEFAULT_RUBRIC, ModelComparator, resolve_arm
     from dspyrl.program_file import load_program_file
 
@@ -77,7 +84,7 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     with console.status("loading the models…"):
         arm_a = resolve_arm(a, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
         arm_b = resolve_arm(b, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
-        judge_lm = lm_from_spec(judge, temperature=0.0, max_tokens=max_tokens) if judge else None
+        judge_lm = build_judge_lm(ModelOptions(judge=judge, judge_max_tokens=judge_max_tokens))
     if format:  # both arms; a saved program's per-predictor format still wins for its predictors
         from dspyrl.formats import resolve_format
 

@@ -54,7 +54,9 @@ def add_parser(sub) -> None:
     add_model_option(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
     p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
-    p.add_argument("--budget", type=int, default=100,
+    from dspyrl.optim.prompts.grpo import GRPOConfig
+
+    p.add_argument("--budget", type=int, default=GRPOConfig.max_metric_calls,
                    help="then optimize the program with GRPO for this many metric calls, starting from DSPy's "
                         "ChatAdapter (without its JSON retry), and show starting → optimized on the held-out test split with the format, "
                         "instruction and demos GRPO chose (0: only the first run; default: %(default)s)")
@@ -66,10 +68,11 @@ def run_command(args) -> int:
 
     run_demo(model=args.model, limit=args.limit, threads=args.threads)
     if args.budget:
-        from dspyrl.cli.optimize import optimize_program
+        from dspyrl.cli.optimize import OptimizeConfig, optimize_program
 
         # From DSPy's ChatAdapter, which this model cannot follow: the format is one of the things GRPO learns. Without
         # the format's JSON retry: it rescues about half the replies at twice the cost (57% on the test split, and the
         # demo took ~100 s longer).
-        optimize_program("sentiment", model=args.model, budget=args.budget, threads=args.threads, format="chat")
+        optimize_program(OptimizeConfig(program="sentiment", model=args.model, threads=args.threads, format="chat"),
+                         max_metric_calls=args.budget)
     return 0

@@ -21,27 +21,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
-from dspyrl.cli.options import add_format_option, add_model_option
+from dspyrl.cli.options import ModelOptions, add_settings, judge_lm as build_judge_lm, settings_of, task_lm
 
 
-@dataclass
-class EvalConfig:
-    """What `dspyrl eval` evaluates and how."""
+@dataclass(kw_only=True)
+class EvalConfig(ModelOptions):
+    """What `dspyrl eval` evaluates and how (the CLI's options are these fields)."""
 
-    program: str  # a ready program's name or a path to a program file
-    data: str | None = None  # a dataset file (JSONL, CSV, HF dataset); default: the program's own examples
-    split: str | None = None  # split of a Hugging Face dataset folder
-    model: str = "smollm2"  # see `dspyrl.lm.lm_from_spec`
-    judge: str | None = None  # the judge's model, for programs whose reward uses one
-    out: str | None = None  # run folder; default runs/eval-<program>-<time>
-    threads: int = 4
-    limit: int | None = None  # only the first N examples
-    temperature: float = 0.0
-    max_tokens: int = 256
-    failure_reward: float = 0.0
-    overwrite: bool = False
-    format: str | None = None  # a --format name (dspyrl.formats.FORMATS); None: the context's format
+    program: str = setting(help="a ready program name (e.g. sentiment) or a path to a program .py file", positional=True)
+    data: str | None = setting(None, "dataset file: .jsonl, .csv, .parquet/.arrow or a datasets save_to_disk folder "
+                                     "(default: the program's own examples)")
+    split: str | None = setting(None, "split of a Hugging Face dataset folder")
+    out: str | None = setting(None, "run folder (default: runs/eval-<program>-<time>)")
+    force: bool = setting(False, "replace an evaluation already in --out, or write into a folder another run made")
+    limit: int | None = setting(None, "only the first N examples (default: all)", ge=1)
+    temperature: float = setting(0.0, "sampling temperature", ge=0.0)
+    max_tokens: int = setting(256, "completion limit of the task model", ge=1)
+    failure_reward: float = 0.0  # reward of a run whose LM call or parse failed
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dict[str, Any]:
@@ -51,18 +52,13 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
 
     from dspyrl.formats import resolve_format
     from dspyrl.data import DataSpec, load_examples
-    from dspyrl.lm import lm_from_spec
     from dspyrl.program_file import load_program_file
     from dspyrl.rollout import run_rollouts
 
     console = console or Console()
-    if config.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {config.threads}")
-    if config.limit is not None and config.limit < 1:
-        raise ConfigError(f"--limit must be at least 1, got {config.limit}")
     out = Path(config.out or f"runs/eval-{Path(config.program).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (out / "summary.json").exists() and not config.overwrite:
-        raise ConfigError(f"run folder {out} already holds an evaluation", hint="choose another --out or pass --overwrite")
+    if (out / "summary.json").exists() and not config.force:
+        raise ConfigError(f"run folder {out} already holds an evaluation", hint="choose another --out or pass --force")
 
     spec = load_program_file(config.program)
     program = spec.build_program()
@@ -76,9 +72,9 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
 
     if lm is None:
         with console.status(f"loading {config.model}…"):
-            lm = lm_from_spec(config.model, temperature=config.temperature, max_tokens=config.max_tokens)
+            lm = task_lm(config, temperature=config.temperature)
     if judge_lm is None and config.judge:
-        judge_lm = lm_from_spec(config.judge, temperature=0.0, max_tokens=config.max_tokens)
+        judge_lm = build_judge_lm(config)
     reward = spec.build_reward(judge_lm=judge_lm)
 
     console.print(f"[bold]dspyrl eval[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan]"
@@ -205,26 +201,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score a program on a dataset: mean reward, components, failures, tokens; writes a run folder",
                        description="Evaluate a program concurrently through the rollout engine, print one table and "
                                    "write a run folder (config.json, results.jsonl, summary.json, program.json).")
-    p.add_argument("program", help="a ready program name (e.g. sentiment) or a path to a program .py file")
-    p.add_argument("--data", default=None, help="dataset file: .jsonl, .csv, .parquet/.arrow or a datasets save_to_disk "
-                                                "folder (default: the program's own examples)")
-    p.add_argument("--split", default=None, help="split of a Hugging Face dataset folder")
-    add_model_option(p)
-    p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/eval-<program>-<time>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an evaluation already in --out")
-    p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N examples (default: all)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=256, help="completion limit (default: %(default)s)")
-    add_format_option(p, "prompt format")
+    add_settings(p, EvalConfig)
     p.set_defaults(handler=run_command)
 
 
 def run_command(args) -> int:
-    from dspyrl.cli.eval import EvalConfig, evaluate
-
-    evaluate(EvalConfig(program=args.program, data=args.data, split=args.split, model=args.model, judge=args.judge,
-                        out=args.out, threads=args.threads, limit=args.limit, temperature=args.temperature,
-                        max_tokens=args.max_tokens, overwrite=args.overwrite, format=args.format))
+    evaluate(settings_of(EvalConfig, args))
     return 0

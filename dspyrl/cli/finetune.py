@@ -8,38 +8,44 @@ printed are an honest before/after. The run folder gets config, metrics.jsonl, c
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from dspyrl.config import check_settings, setting
 from dspyrl.runs import write_json_atomic
-from dspyrl.cli.options import add_format_option, add_model_option
+from dspyrl.cli.options import ModelOptions, add_settings, judge_lm, settings_of, task_lm
 
 METHODS = ("grpo", "dpo")
 TRAINABLE_FORMATS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
 
 
-def finetune_program(program: str = "sentiment", *, model: str = "smollm2", method: str = "grpo", steps: int = 40,
-                     out: str | None = None, resume: bool = False, pairs: str | None = None, judge: str | None = None,
-                     format: str = "chat", seed: int = 0, threads: int = 4, max_tokens: int = 128,
-                     console: Console | None = None, **settings) -> dict:
-    """Run the whole story for a program file and print it; returns the summary (also saved as summary.json)."""
+def finetune_program(config: FinetuneConfig, *, console: Console | None = None, **settings) -> dict:
+    """Run the whole story for a program file and print it; returns the summary (also saved as summary.json).
+
+    `settings` are extra LoraGRPOConfig / LoraDPOConfig fields, over those `config` sets."""
     from dspyrl.formats import resolve_format
     from dspyrl.formats.per_predictor import set_format
     from dspyrl.data import split_examples
     from dspyrl.errors import ConfigError
-    from dspyrl.lm import lm_from_spec
     from dspyrl.optim.weights.base import local_model_of
     from dspyrl.cli.optimize import evaluate
     from dspyrl.program_file import load_program_file
 
-    if method not in METHODS:
-        raise ConfigError(f"unknown method '{method}'", hint=f"methods are: {', '.join(METHODS)}")
-    if format not in TRAINABLE_FORMATS:
-        raise ConfigError(f"unknown format '{format}'", hint=f"formats are: {', '.join(TRAINABLE_FORMATS)}")
+    model, method, out, resume, pairs, format = (config.model, config.method, config.out, config.resume, config.pairs,
+                                                 config.format)
+    seed, threads = config.seed, config.threads
+    settings = {**config.method_settings(), **settings}
+    if method == "grpo":
+        from dspyrl.optim.weights.grpo import LoraGRPOConfig as method_config
+    else:
+        from dspyrl.optim.weights.dpo import LoraDPOConfig as method_config
+    steps = settings.get("steps", method_config.steps)
     if resume and not out:
         raise ConfigError("--resume needs --out: the run folder to continue")
     console = console or Console()
@@ -50,9 +56,9 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
                   f"{method.upper()}, {steps} steps — {len(train)} train / {len(val)} val / {len(test)} test rows, "
                   f"run folder {out}")
     with console.status("loading the model…"):
-        lm = lm_from_spec(model, temperature=0.0, max_tokens=max_tokens)
-        judge_lm = lm_from_spec(judge, temperature=0.0) if judge else None
-    reward = spec.build_reward(judge_lm=judge_lm)
+        lm = task_lm(config)
+        reward_judge = judge_lm(config)
+    reward = spec.build_reward(judge_lm=reward_judge)
     student = spec.build_program()
     dspy_format = resolve_format(format)
     # The weights learn to answer in this format: pinned on the student, every scoring run here uses it, and the saved
@@ -62,12 +68,12 @@ def finetune_program(program: str = "sentiment", *, model: str = "smollm2", meth
     if method == "grpo":
         from dspyrl.optim.weights.grpo import LoraGRPO
 
-        optimizer = LoraGRPO(reward, lm=lm, format=dspy_format, run_dir=out, resume=resume, steps=steps,
+        optimizer = LoraGRPO(reward, lm=lm, format=dspy_format, run_dir=out, resume=resume,
                              num_threads=threads, seed=seed, **settings)
     else:
         from dspyrl.optim.weights.dpo import LoraDPO
 
-        optimizer = LoraDPO(reward, lm=lm, format=dspy_format, pairs=pairs, run_dir=out, resume=resume, steps=steps,
+        optimizer = LoraDPO(reward, lm=lm, format=dspy_format, pairs=pairs, run_dir=out, resume=resume,
                         num_threads=threads, seed=seed, **settings)
     # A hosted model or a bad pairs file fails here, before minutes of scoring.
     local_model_of(student, lm)
@@ -107,47 +113,66 @@ def _show(console: Console, summary: dict) -> None:
 
 
 # ---------------------------------------------------------------- the command line
+@dataclass(kw_only=True)
+class FinetuneConfig(ModelOptions):
+    """`dspyrl finetune`'s options. A training setting left at None keeps the method's own config default
+    (LoraGRPOConfig / LoraDPOConfig); the help text shows both."""
+
+    program: str = setting(help="a ready program name (e.g. math_xml) or a path to a program .py file", positional=True)
+    method: str = setting("grpo", "weight update", choices=METHODS)
+    steps: int | None = setting(None, "optimizer steps", ge=1)
+    out: str | None = setting(None, "run folder (default: runs/<program>-<method>-<time>)")
+    resume: bool = setting(False, "continue the run in --out from its last checkpoint")
+    force: bool = setting(False, "write into --out even if another program, data or command made it")
+    pairs: str | None = setting(None, "DPO: JSONL of {prompt, chosen, rejected} (default: pairs from best-vs-worst "
+                                      "rollouts of the train split)")
+    # A weights update trains a generation format ("choice" does not generate); chat is DSPy's ChatAdapter.
+    format: str = setting("chat", "prompt/reply format the weights learn to answer in ('compact' is what a 135M "
+                                  "model can follow)", choices=TRAINABLE_FORMATS)
+    num_generations: int | None = setting(None, "GRPO group size / DPO runs per example", ge=2)
+    lr: float | None = setting(None, "learning rate", gt=0)
+    beta: float | None = setting(None, "KL (GRPO) or DPO beta", ge=0)
+    lora_r: int | None = setting(None, "LoRA rank", ge=1)
+    save_every: int | None = setting(None, "steps between checkpoints (0: only the final adapter)", ge=0)
+    seed: int = setting(0, "seed of the data split and the training", ge=0)
+
+    def __post_init__(self):
+        check_settings(self)
+
+    def method_settings(self) -> dict:
+        """The LoraGRPOConfig / LoraDPOConfig fields this config sets (None: the method's default)."""
+        group = "num_generations" if self.method == "grpo" else "group_size"
+        values = {"steps": self.steps, "learning_rate": self.lr, "beta": self.beta, "lora_r": self.lora_r,
+                  "save_every": self.save_every, group: self.num_generations}
+        if self.method == "grpo":
+            values["max_completion_length"] = self.max_tokens
+        return {k: v for k, v in values.items() if v is not None}
+
+
+# the defaults of the two methods' settings, shown in --help (read from their config dataclasses)
+_METHOD_DEFAULTS = {"steps": "steps", "num_generations": ("num_generations", "group_size"), "lr": "learning_rate",
+                    "beta": "beta", "lora_r": "lora_r", "save_every": "save_every"}
+
+
 def add_parser(sub) -> None:
+    from dspyrl.optim.weights.dpo import LoraDPOConfig
+    from dspyrl.optim.weights.grpo import LoraGRPOConfig
+
     p = sub.add_parser("finetune", help="train a LoRA adapter of the local model with GRPO (or DPO) on the program's reward",
                        description="Score the program on a held-out test split, train a LoRA adapter of its local model "
                                    "with TRL (GRPO on the program's reward, or DPO on preference pairs) on the train "
                                    "split, and score it again. Writes a run folder with the PEFT adapter.")
-    p.add_argument("program", help="a ready program name (e.g. math_xml) or a path to a program .py file")
-    add_model_option(p)
-    p.add_argument("--method", choices=("grpo", "dpo"), default="grpo", help="weight update (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=40, help="optimizer steps (default: %(default)s)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<program>-<method>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--pairs", default=None, help="DPO: JSONL of {prompt, chosen, rejected} (default: pairs from "
-                                                 "best-vs-worst rollouts of the train split)")
-    p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
-    p.add_argument("--format", choices=("chat", "json", "compact"), default="chat",
-                   help="prompt/reply format the weights learn to answer in (default: %(default)s, DSPy's ChatAdapter; "
-                        "'compact' is what a 135M model can follow)")
-    p.add_argument("--num-generations", type=int, default=4, help="GRPO group size / DPO runs per example (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4 for GRPO, 1e-4 for DPO)")
-    p.add_argument("--beta", type=float, default=None, help="KL (GRPO) or DPO beta (default: 0.02 / 0.1)")
-    p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=128, help="completion limit (default: %(default)s)")
-    p.add_argument("--save-every", type=int, default=10, help="steps between checkpoints (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data split and the training (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
+    helps = {}
+    for name, source in _METHOD_DEFAULTS.items():
+        grpo_name, dpo_name = source if isinstance(source, tuple) else (source, source)
+        grpo_default, dpo_default = getattr(LoraGRPOConfig, grpo_name), getattr(LoraDPOConfig, dpo_name)
+        base_help = next(f for f in dataclasses.fields(FinetuneConfig) if f.name == name).metadata["help"]
+        helps[name] = base_help + (f" (default: {grpo_default})" if grpo_default == dpo_default
+                                   else f" (default: {grpo_default} for GRPO, {dpo_default} for DPO)")
+    add_settings(p, FinetuneConfig, helps=helps)
     p.set_defaults(handler=run_command)
 
 
 def run_command(args) -> int:
-    from dspyrl.cli.finetune import finetune_program
-
-    settings = {"lora_r": args.lora_r, "save_every": args.save_every}
-    if args.lr is not None:
-        settings["learning_rate"] = args.lr
-    if args.beta is not None:
-        settings["beta"] = args.beta
-    if args.method == "grpo":
-        settings.update(num_generations=args.num_generations, max_completion_length=args.max_tokens)
-    else:
-        settings.update(group_size=args.num_generations)
-    finetune_program(args.program, model=args.model, method=args.method, steps=args.steps, out=args.out,
-                     resume=args.resume, pairs=args.pairs, judge=args.judge, format=args.format, seed=args.seed,
-                     threads=args.threads, max_tokens=args.max_tokens, **settings)
+    finetune_program(settings_of(FinetuneConfig, args))
     return 0

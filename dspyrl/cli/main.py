@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from dspyrl.cli import compare, demo, eval, finetune, optimize, report, serve
+from dspyrl.cli.options import ArgumentParser
 from dspyrl.errors import DspyrlError
 
 # Keep LiteLLM from fetching a price map from the internet on first use.
@@ -20,7 +21,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dspyrl",
         description="Make DSPy programs better with GRPO (prompts and LoRA weights) and prove it with paired statistics.")
     parser.add_argument("--version", action="version", version="dspyrl 0.1.0")
@@ -34,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error (one line, exit 2, nothing loaded)
+        return int(done.code or 0)
     # DSPy logs one warning per completion cut off at max_tokens: with a small model that is a wall of text over the
     # progress bars. The commands count truncated calls in their tables and run folders instead.
     lm_logger = logging.getLogger("dspy.clients.lm")

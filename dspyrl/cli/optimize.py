@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import dspy
 from rich.console import Console
 from rich.table import Table
 
+from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 from dspyrl.runs import write_json_atomic
-from dspyrl.cli.options import add_format_option, add_model_option
+from dspyrl.cli.options import ModelOptions, add_settings, judge_lm, settings_of, task_lm
 
 
 def evaluate(program, examples, reward, lm, *, num_threads: int = 4) -> dict:
@@ -31,48 +33,47 @@ def evaluate(program, examples, reward, lm, *, num_threads: int = 4) -> dict:
             "failures": sum(1 for r in batch.rollouts if r.error), "wall_s": batch.wall_s}
 
 
-def optimize_program(program: str = "sentiment", *, model: str = "smollm2", judge: str | None = None,
-                     reflection_model: str | None = None, budget: int = 150, out: str | None = None,
-                     resume: bool = False, seed: int = 0, threads: int = 4, max_tokens: int = 128,
-                     format: str | None = None, console: Console | None = None, **grpo_settings) -> dict:
+def optimize_program(config: OptimizeConfig, *, console: Console | None = None, **grpo_settings) -> dict:
     """Run the whole story for a program file and print it; returns the summary (also saved as summary.json).
 
-    `format` (a --format name, see dspyrl.formats.FORMATS) formats every run, before, during and after
-    optimization; None keeps DSPy's. GRPO may still pin another format per predictor (GRPOConfig.learn_format)."""
+    `config.format` (a --format name, see dspyrl.formats.FORMATS) formats every run, before, during and after
+    optimization; None keeps DSPy's. GRPO may still pin another format per predictor (GRPOConfig.learn_format).
+    `grpo_settings` are GRPOConfig fields (max_metric_calls, group_size, ...); unset ones keep GRPOConfig's defaults."""
     from dspyrl.formats import resolve_format
     from dspyrl.data import split_examples
     from dspyrl.lm import lm_from_spec
-    from dspyrl.optim.prompts.grpo import GRPO
+    from dspyrl.optim.prompts.grpo import GRPO, GRPOConfig
     from dspyrl.program_file import load_program_file
 
     console = console or Console()
-    spec = load_program_file(program)
+    seed, threads = config.seed, config.threads
+    grpo_config = GRPOConfig(**{"seed": seed, "num_threads": threads, **grpo_settings})
+    spec = load_program_file(config.program)
     train, val, test = split_examples(spec.load_examples(), seed=seed)
-    out = Path(out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    console.print(f"[bold]dspyrl optimize[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{model}[/cyan] — "
-                  f"{len(train)} train / {len(val)} val / {len(test)} test rows, budget {budget} metric calls, "
-                  f"run folder {out}")
+    out = Path(config.out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    console.print(f"[bold]dspyrl optimize[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan] — "
+                  f"{len(train)} train / {len(val)} val / {len(test)} test rows, budget "
+                  f"{grpo_config.max_metric_calls} metric calls, run folder {out}")
     with console.status("loading the model…"):
-        lm = lm_from_spec(model, temperature=0.0, max_tokens=max_tokens)
-        judge_lm = lm_from_spec(judge, temperature=0.0) if judge else None
-        reflection_lm = lm_from_spec(reflection_model, temperature=1.0) if reflection_model else None
-    reward = spec.build_reward(judge_lm=judge_lm)
+        lm = task_lm(config)
+        reward_judge = judge_lm(config)
+        reflection_lm = lm_from_spec(config.reflection_model, temperature=1.0) if config.reflection_model else None
+    reward = spec.build_reward(judge_lm=reward_judge)
     student = spec.build_program()
-    chosen_format = resolve_format(format, lm)
+    chosen_format = resolve_format(config.format, lm)
 
     with dspy.context(adapter=chosen_format) if chosen_format is not None else contextlib.nullcontext():
         with console.status("scoring the starting program on the test split…"):
             before = evaluate(student, test, reward, lm, num_threads=threads)
         started = time.perf_counter()
-        optimizer = GRPO(reward, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=resume,
-                         max_metric_calls=budget, num_threads=threads, seed=seed, **grpo_settings)
+        optimizer = GRPO(reward, grpo_config, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=config.resume)
         optimized = optimizer.compile(student, trainset=train, valset=val)
         optimize_s = time.perf_counter() - started
         with console.status("scoring the optimized program on the test split…"):
             after = evaluate(optimized, test, reward, lm, num_threads=threads)
 
     state = optimizer.state
-    summary = {"program": spec.name, "model": model, "format": type(chosen_format).__name__ if chosen_format else None,
+    summary = {"program": spec.name, "model": config.model, "format": type(chosen_format).__name__ if chosen_format else None,
                "test_before": before, "test_after": after,
                "best_val": state.best, "metric_calls": state.metric_calls, "lm_calls": state.lm_calls,
                "steps": state.step, "stopped": state.stopped, "optimize_wall_s": optimize_s,
@@ -103,38 +104,42 @@ def show_story(console: Console, summary: dict, optimized) -> None:
 
 
 # ---------------------------------------------------------------- the command line
+@dataclass(kw_only=True)
+class OptimizeConfig(ModelOptions):
+    """`dspyrl optimize`'s own options; GRPO's (--budget, --group-size, --batch-size) are GRPOConfig fields."""
+
+    program: str = setting(help="a ready program name (e.g. sentiment) or a path to a program .py file", positional=True)
+    reflection_model: str | None = setting(None, "LM that writes new instructions (default: the task model; a "
+                                                 "stronger one helps)")
+    out: str | None = setting(None, "run folder (default: runs/<program>-<time>)")
+    resume: bool = setting(False, "continue the run in --out from its last checkpoint")
+    force: bool = setting(False, "write into --out even if another program, data or command made it")
+    seed: int = setting(0, "seed of the data split and the optimizer", ge=0)
+    fixed_format: bool = setting(False, "keep --format for every run instead of letting GRPO choose the format per "
+                                        "predictor")
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+GRPO_OPTIONS = ["max_metric_calls", "group_size", "batch_size"]
+
+
 def add_parser(sub) -> None:
+    from dspyrl.optim.prompts.grpo import GRPOConfig
+
     p = sub.add_parser("optimize", help="optimize a program's prompts (instructions, demos) with GRPO",
                        description="Score the program on a held-out test split, optimize its prompts with GRPO on the "
                                    "train split (selecting on val), and score it again. Writes a run folder.")
-    p.add_argument("program", help="a ready program name (e.g. sentiment) or a path to a program .py file")
-    add_model_option(p)
-    p.add_argument("--judge", default=None, help="LM for the program's judge reward, if it has one (same forms as --model)")
-    p.add_argument("--reflection-model", default=None,
-                   help="LM that writes new instructions (default: the task model; a stronger one helps)")
-    p.add_argument("--budget", type=int, default=150, help="metric calls (scored program runs, validation included; "
-                                                          "default: %(default)s)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<program>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--group-size", type=int, default=4, help="prompt samples per example (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=4, help="examples per step (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data split and the optimizer (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=4, help="concurrent program runs (default: %(default)s)")
-    p.add_argument("--max-tokens", type=int, default=128, help="completion limit of the task model (default: %(default)s)")
-    add_format_option(p, "starting prompt format (GRPO may learn another per predictor)")
-    p.add_argument("--fixed-format", action="store_true",
-                   help="keep --format for every run instead of letting GRPO choose the format per predictor")
+    add_settings(p, OptimizeConfig, helps={"format": "starting prompt format (GRPO may learn another per predictor)"})
+    add_settings(p, GRPOConfig, GRPO_OPTIONS)
     p.set_defaults(handler=run_command)
 
 
 def run_command(args) -> int:
-    from dspyrl.errors import ConfigError
-    from dspyrl.cli.optimize import optimize_program
-
-    if args.resume and not args.out:
+    config = settings_of(OptimizeConfig, args)
+    if config.resume and not config.out:
         raise ConfigError("--resume needs --out: the run folder to continue")
-    optimize_program(args.program, model=args.model, judge=args.judge, reflection_model=args.reflection_model,
-                     budget=args.budget, out=args.out, resume=args.resume, seed=args.seed, threads=args.threads,
-                     max_tokens=args.max_tokens, format=args.format, group_size=args.group_size,
-                     batch_size=args.batch_size, learn_format=not args.fixed_format)
+    optimize_program(config, **{name: getattr(args, name) for name in GRPO_OPTIONS},
+                     learn_format=not config.fixed_format)
     return 0

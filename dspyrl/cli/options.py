@@ -1,23 +1,142 @@
-"""Options several commands share. Each command module adds its own; a default lives in one place."""
+"""Options built from config dataclasses, and the ones several commands share.
+
+A command's settings are dataclass fields made with `dspyrl.config.setting(default, help, ge=..., choices=...)`;
+`add_settings(parser, Config)` turns them into argparse options whose default, help and range come from the field, as
+TRL derives its CLI from its config dataclasses. A value out of range stops at parse time: one line naming the option,
+exit 2, before any model or data is loaded.
+
+To add an option every model-running command has (eval, optimize, finetune, compare): add one field to
+`ModelOptions` and read it where the LMs are built (`task_lm`, `judge_lm`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from dspyrl.config import problem, setting
+
+# The names are dspyrl.formats.FORMATS, spelt out here: importing it imports dspy, and `--help` stays instant.
+FORMAT_NAMES = ("chat", "json", "compact", "choice", "auto")
+FORMAT_HELP = ("prompt format: chat (DSPy's ChatAdapter without its JSON retry; default: DSPy's own), json, compact "
+               "(short plain text, lenient parsing: small models), choice (constrained choice among a Literal/bool "
+               "field's values, local models and `dspyrl serve`), auto (choice where it applies). A predictor whose "
+               "saved program pins a format keeps it")
+MODEL_HELP = ("model to run the program on: 'smollm2' (embedded default), a local folder or Hugging Face id (runs "
+              "in-process), 'openrouter/<vendor>/<model>', any LiteLLM model string, or "
+              "'openai-compatible:<base_url>:<model>' for any OpenAI-compatible server")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the same shape as every other user error) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@dataclass(kw_only=True)
+class ModelOptions:
+    """What every command that runs a program on a model shares (the LM it runs on, its judge, concurrency)."""
+
+    model: str = setting("smollm2", MODEL_HELP)
+    judge: str | None = setting(None, "LM for the program's judge reward, if it has one (same forms as --model)")
+    # One judge construction for every command: an eval score and a training score of a judged program are then the
+    # same quantity (the judge once got 256 tokens in eval, 128 in compare and no limit in optimize/finetune).
+    judge_max_tokens: int = setting(256, "completion limit of the judge LM, the same in every command", ge=1)
+    threads: int = setting(4, "concurrent program runs", ge=1)
+    max_tokens: int = setting(128, "completion limit of the task model", ge=1)
+    format: str | None = setting(None, FORMAT_HELP, choices=FORMAT_NAMES)
+
+
+def task_lm(options: ModelOptions, *, temperature: float = 0.0):
+    """The LM the program runs on, as every command builds it."""
+    from dspyrl.lm import lm_from_spec
+
+    return lm_from_spec(options.model, temperature=temperature, max_tokens=options.max_tokens)
+
+
+def judge_lm(options: ModelOptions, spec: str | None = None):
+    """The judge LM (of `spec`, default `options.judge`), greedy with `judge_max_tokens`; None without a judge."""
+    from dspyrl.lm import lm_from_spec
+
+    spec = spec or options.judge
+    return lm_from_spec(spec, temperature=0.0, max_tokens=options.judge_max_tokens) if spec else None
+
+
+# ----------------------------------------------------------------------------------------------- dataclass → argparse
+def add_settings(parser: argparse.ArgumentParser, config_class: type, names: list[str] | None = None, *,
+                 defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None) -> None:
+    """Add one option per field of `config_class` made with `setting` (or only `names`, in that order).
+
+    `defaults`/`helps` override a field's default or help for this command only (say why where you use them)."""
+    fields = {f.name: f for f in dataclasses.fields(config_class) if "help" in f.metadata}
+    # positionals first: `dspyrl eval PROGRAM [options]` in the usage line
+    for name in names or sorted(fields, key=lambda n: not fields[n].metadata.get("positional")):
+        f = fields[name]
+        meta = f.metadata
+        default = (defaults or {}).get(name, _default(f))
+        text = ((helps or {}).get(name) or meta["help"]).replace("%", "%%")
+        kind = _kind(f, default)
+        if meta.get("positional"):
+            parser.add_argument(name, metavar=name.upper(), type=_checked(f, kind), help=text)
+            continue
+        flag = meta.get("flag") or "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action="store_true", default=bool(default), help=text)
+            continue
+        shown = f" (default: {default})" if default is not None else ""
+        parser.add_argument(flag, dest=name, type=_checked(f, kind), default=default,
+                            choices=meta.get("choices"), metavar=None if meta.get("choices") else name.upper(),
+                            help=text + shown.replace("%", "%%"))
+
+
+def settings_of(config_class: type, args: argparse.Namespace, **overrides) -> Any:
+    """`config_class` filled from the parsed options it declares (fields without an option keep their default)."""
+    names = {f.name for f in dataclasses.fields(config_class) if f.init}
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return config_class(**{**values, **overrides})
 
 
 def add_model_option(parser: argparse.ArgumentParser, default: str = "smollm2") -> None:
-    parser.add_argument(
-        "--model", default=default,
-        help="model to run the program on: 'smollm2' (embedded default), a local folder or Hugging Face id "
-             "(runs in-process), 'openrouter/<vendor>/<model>', any LiteLLM model string, or "
-             "'openai-compatible:<base_url>:<model>' for any OpenAI-compatible server (default: %(default)s)")
+    """Only `--model` (for commands without the rest of ModelOptions, e.g. the demo)."""
+    add_settings(parser, ModelOptions, ["model"], defaults={"model": default})
 
 
-def add_format_option(p, what: str) -> None:
-    # The names are dspyrl.formats.FORMATS, spelt out here: importing it imports dspy, and `--help` stays instant.
-    p.add_argument("--format", default=None,
-                   choices=("chat", "json", "compact", "choice", "auto"),
-                   help=f"{what}: chat (DSPy's ChatAdapter without its JSON retry; default: DSPy's own), json, compact (short plain text, lenient "
-                        "parsing: small models), choice (constrained choice among a Literal/bool field's values, "
-                        "local models and `dspyrl serve`), auto (choice where it applies). A predictor whose saved "
-                        "program pins a format keeps it")
+def add_format_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """Only `--format`, its help starting with what the format is for here."""
+    add_settings(parser, ModelOptions, ["format"], helps={"format": what + "; " + FORMAT_HELP})
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _kind(f: dataclasses.Field, default: Any) -> type:
+    if default is not None:
+        return type(default)
+    annotation = str(f.type)  # "int | None" (annotations are strings under `from __future__ import annotations`)
+    return next((t for t in (bool, int, float) if annotation.startswith(t.__name__)), str)
+
+
+def _checked(f: dataclasses.Field, kind: type):
+    """An argparse `type=` that converts and checks the field's range: argparse names the option in the error."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a number' if kind is float else 'an integer'}, "
+                                             f"got {text!r}") from None
+        message = problem(f, value) if not f.metadata.get("choices") else None  # argparse checks choices itself
+        if message:
+            raise argparse.ArgumentTypeError(message)
+        return value
+
+    convert.__name__ = kind.__name__  # argparse's "invalid int value" fallback names the type
+    return convert

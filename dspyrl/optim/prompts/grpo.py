@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 
+from dspyrl.config import check_settings, setting
 from dspyrl.formats import format_choices_for
 from dspyrl.formats.per_predictor import pin_formats
 from dspyrl.errors import ConfigError
@@ -52,29 +53,48 @@ from dspyrl.runs import EarlyStopping, LiveProgress, RunFolder, rng_from_json, r
 class GRPOConfig:
     """Everything that shapes a GRPO prompt-optimization run (written to the run folder's config.json)."""
 
-    max_metric_calls: int = 300  # the budget: scored program runs, validation included (as GEPA counts)
-    group_size: int = 4  # prompt choices sampled per training example
-    batch_size: int = 4  # training examples per step
-    lr: float = 1.0  # step size on the policy's logits
-    clip_eps: float = 0.2  # PPO/GRPO ratio clip
-    kl_beta: float = 0.02  # pull toward the initial policy
-    entropy_coef: float = 0.0  # bonus for keeping the policy spread out
-    inner_epochs: int = 4  # K updates per batch of rollouts
-    scale_advantages: bool = True  # False: Dr. GRPO (no division by the group std)
-    propose_every: int = 2  # steps between candidate rounds (0: never propose)
-    num_proposals: int = 2  # instructions requested per predictor per round
-    proposal_max_tokens: int = 160  # length limit of one proposed instruction
-    num_demos: int = 4  # demos per demo set
-    labelled_demo_sets: int = 2  # labelled demo sets added at the start, per predictor
-    learn_format: bool = True  # the format (chat/json/compact/choice format) is a slot of the policy, per predictor
-    bootstrap_min_reward: float = 1.0  # runs at or above this reward become demo material
-    max_candidates: int = 8  # per slot; the weakest are dropped beyond it
-    eval_every: int = 2  # steps between validation scores of the most likely prompt
-    early_stop_patience: int = 0  # validation scores without improvement before stopping (0: off)
-    temperature: float | None = None  # sampling temperature of training rollouts (None: the LM's own)
-    failure_reward: float = 0.0  # reward of a run whose LM call or parse failed
-    num_threads: int = 4
-    seed: int = 0
+    # 100: the budget the README's and the demo's story are measured at (~5 min on SmolLM2 on a CPU); one value for
+    # the library, `dspyrl optimize --budget` and the demo (they were 300, 150 and 100).
+    max_metric_calls: int = setting(100, "the budget: scored program runs, validation included (as GEPA counts)",
+                                    ge=1, flag="--budget")
+    group_size: int = setting(4, "prompt choices sampled per training example", ge=1)
+    batch_size: int = setting(4, "training examples per step", ge=1)
+    lr: float = setting(1.0, "step size on the policy's logits", gt=0)
+    clip_eps: float = setting(0.2, "PPO/GRPO ratio clip", ge=0)
+    kl_beta: float = setting(0.02, "pull toward the initial policy", ge=0)
+    entropy_coef: float = setting(0.0, "bonus for keeping the policy spread out", ge=0)
+    inner_epochs: int = setting(4, "K updates per batch of rollouts", ge=1)
+    scale_advantages: bool = setting(True, "False: Dr. GRPO (no division by the group std)")
+    propose_every: int = setting(2, "steps between candidate rounds (0: never propose)", ge=0)
+    num_proposals: int = setting(2, "instructions requested per predictor per round", ge=0)
+    proposal_max_tokens: int = setting(160, "length limit of one proposed instruction", ge=1)
+    num_demos: int = setting(4, "demos per demo set", ge=0)
+    labelled_demo_sets: int = setting(2, "labelled demo sets added at the start, per predictor", ge=0)
+    learn_format: bool = setting(True, "the format (chat/json/compact/choice) is a slot of the policy, per predictor")
+    bootstrap_min_reward: float = setting(1.0, "runs at or above this reward become demo material")
+    max_candidates: int = setting(8, "per slot; the weakest are dropped beyond it", ge=1)
+    eval_every: int = setting(2, "steps between validation scores of the most likely prompt (0: start and end only)",
+                              ge=0)
+    early_stop_patience: int = setting(0, "validation scores without improvement before stopping (0: off)", ge=0)
+    temperature: float | None = setting(None, "sampling temperature of training rollouts (None: the LM's own)", ge=0)
+    failure_reward: float = setting(0.0, "reward of a run whose LM call or parse failed")
+    num_threads: int = setting(4, "concurrent program runs", ge=1)
+    seed: int = setting(0, "seed of the prompt sampling and the data order", ge=0)
+    credit: str = setting("run", "credit between a program's predictors: 'run' gives every predictor's choice its run's "
+                               "group advantage; 'module' counts for each predictor only the groups where its own "
+                               "choice varied, with its own ratio (dspyrl.optim.advantages)", choices=("run", "module"))
+    select_confidence: float = setting(0.9, "a candidate replaces the incumbent only when this paired-bootstrap "
+                                            "interval of its valset gain lies above 0", gt=0, le=0.999)
+    val_minibatch: int = setting(4, "valset rows a new candidate is scored on first; the full valset only when it "
+                                    "beats the incumbent there (0: always the full valset)", ge=0)
+    skip_saturated: bool = setting(True, "examples whose last group all scored the same high reward wait until the "
+                                         "others have been used")
+    plausibility_margin: float = setting(1.5, "reject proposals whose mean token log-probability under a local task "
+                                              "model is more than this many nats below the original instruction's",
+                                         ge=0)
+
+    def __post_init__(self):  # the same ranges the CLI checks at parse time, for library callers
+        check_settings(self)
     select_confidence: float = 0.9  # a candidate replaces the incumbent only when this paired interval is above 0
     val_minibatch: int = 4  # valset rows a new candidate is scored on first (0: always the full valset)
     skip_saturated: bool = True  # all-solved examples wait until the others have been used
