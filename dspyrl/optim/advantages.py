@@ -8,6 +8,15 @@ A group whose rewards are all equal carries no signal (every advantage is 0); `f
 were like that, because a run where most groups are flat is not learning, whatever its mean reward says.
 
 std is the unbiased (n-1) sample std, the same as TRL's GRPOTrainer (torch.std), so both policies see one scale.
+
+Credit between the modules of a composed program (`module_advantages`). A run's one reward follows from every
+predictor's prompt choice at once. Run-wide credit gives each predictor's choice the run's advantage. Per-module credit
+gives predictor k its run's advantage only in groups where k's own choice varied: where k chose the same prompt in every
+sample, the differences in reward came from the other predictors (or the LM's sampling), and say nothing about k's
+choice. Its `counted` mask says which samples carry signal for k, so an update can average k's term over those alone.
+(With a group-mean baseline and ratio 1, an unvaried choice already gets zero gradient from its group, because the
+advantages of a group sum to 0; the two differ once the update's ratios move and in how each predictor's term is
+averaged. benchmarks/composed.py measures which learns better.)
 """
 
 from __future__ import annotations
@@ -25,6 +34,21 @@ class GroupAdvantages:
 
     def flat(self) -> list[float]:
         return [a for group in self.advantages for a in group]
+
+
+@dataclass
+class ModuleAdvantages:
+    """One predictor's per-module credit: advantages shaped like the rewards, and which samples carry signal for it."""
+
+    advantages: list[list[float]]
+    counted: list[list[bool]]  # True where the sample's group varied this predictor's choice and its rewards spread
+    frac_zero: float  # fraction of groups that carry no signal for this predictor
+
+    def flat(self) -> list[float]:
+        return [a for group in self.advantages for a in group]
+
+    def flat_counted(self) -> list[bool]:
+        return [c for group in self.counted for c in group]
 
 
 def group_advantages(rewards_by_group: list[list[float]], *, scale: bool = True, eps: float = 1e-4,
@@ -52,3 +76,27 @@ def group_advantages(rewards_by_group: list[list[float]], *, scale: bool = True,
             advantages.append([r - mean for r in rewards])
     frac = flat_groups / len(rewards_by_group) if rewards_by_group else 0.0
     return GroupAdvantages(advantages, means, stds, frac)
+
+
+def module_advantages(rewards_by_group: list[list[float]], choices_by_group: list[list[dict]], *, scale: bool = True,
+                      eps: float = 1e-4, zero_std_tol: float = 1e-8) -> dict[str, ModuleAdvantages]:
+    """Per-module credit (module docstring): predictor name -> its advantages and counted mask.
+
+    `choices_by_group[g][j]` is sample j's choice in group g as {predictor name: anything comparable with ==} (the
+    prompt policy's slot indices); it must have the rewards' shape. A predictor missing from a sample's choice counts
+    as choosing None."""
+    if [len(g) for g in choices_by_group] != [len(g) for g in rewards_by_group]:
+        raise ValueError("choices_by_group must have the same shape as rewards_by_group")
+    run = group_advantages(rewards_by_group, scale=scale, eps=eps, zero_std_tol=zero_std_tol)
+    names = list(dict.fromkeys(name for group in choices_by_group for choice in group for name in choice))
+    out = {}
+    for name in names:
+        advantages, counted, silent = [], [], 0
+        for g, group in enumerate(choices_by_group):
+            picks = [choice.get(name) for choice in group]
+            signal = len(picks) > 1 and any(p != picks[0] for p in picks[1:]) and run.group_stds[g] > zero_std_tol
+            silent += not signal
+            advantages.append(list(run.advantages[g]) if signal else [0.0] * len(group))
+            counted.append([signal] * len(group))
+        out[name] = ModuleAdvantages(advantages, counted, silent / len(choices_by_group) if choices_by_group else 0.0)
+    return out

@@ -40,3 +40,62 @@ def test_flat_groups_are_zero_and_counted():
 def test_empty_input():
     result = group_advantages([])
     assert result.frac_zero_std == 0.0 and result.advantages == []
+
+
+# ----------------------------------------------------------------------------------------------- per-module credit
+def test_a_predictor_whose_choice_did_not_vary_in_a_group_gets_no_credit_there():
+    from dspyrl.optim.advantages import module_advantages
+
+    rewards = [[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0]]
+    choices = [  # group 0: only "extract" varied; group 1: both varied
+        [{"extract": 0, "route": 1}, {"extract": 1, "route": 1}, {"extract": 1, "route": 1}, {"extract": 2, "route": 1}],
+        [{"extract": 0, "route": 0}, {"extract": 1, "route": 1}, {"extract": 0, "route": 0}, {"extract": 1, "route": 1}],
+    ]
+    credit = module_advantages(rewards, choices, scale=False)
+    run = group_advantages(rewards, scale=False)
+    assert credit["extract"].advantages == run.advantages and credit["extract"].frac_zero == 0.0
+    assert credit["route"].advantages[0] == [0.0] * 4 and credit["route"].advantages[1] == run.advantages[1]
+    assert credit["route"].counted == [[False] * 4, [True] * 4] and credit["route"].frac_zero == 0.5
+    assert credit["route"].flat_counted() == [False] * 4 + [True] * 4
+
+
+def test_a_flat_group_carries_no_signal_for_any_predictor_and_shapes_must_match():
+    from dspyrl.optim.advantages import module_advantages
+
+    credit = module_advantages([[0.5, 0.5]], [[{"a": {"instruction": 0}}, {"a": {"instruction": 1}}]])
+    assert credit["a"].advantages == [[0.0, 0.0]] and credit["a"].frac_zero == 1.0
+    with pytest.raises(ValueError):
+        module_advantages([[1.0, 0.0]], [[{"a": 0}]])
+
+
+def test_module_update_moves_only_the_predictor_that_varied():
+    """With per-module credit, a predictor whose choice never varied keeps its logits (apart from the KL pull, off here),
+    while with run-wide credit its logits drift once the ratios move in later epochs."""
+    from dspyrl.optim.advantages import module_advantages
+    from dspyrl.optim.prompts.grpo import update_by_module
+    from dspyrl.optim.prompts.policy import PromptPolicy, Slot
+
+    def policy():
+        return PromptPolicy({name: {"instruction": Slot(["x", "y", "z"], [0.0, 0.0, 0.0], [0.0] * 3, ["o"] * 3)}
+                             for name in ("first", "second")})
+
+    # one group: "first" varied and decided the reward; "second" sat on candidate 0 except once on 1
+    choices = [[{"first": {"instruction": 0}, "second": {"instruction": 0}},
+                {"first": {"instruction": 1}, "second": {"instruction": 0}},
+                {"first": {"instruction": 0}, "second": {"instruction": 0}},
+                {"first": {"instruction": 2}, "second": {"instruction": 0}}],
+               [{"first": {"instruction": 0}, "second": {"instruction": 1}},
+                {"first": {"instruction": 1}, "second": {"instruction": 1}},
+                {"first": {"instruction": 0}, "second": {"instruction": 1}},
+                {"first": {"instruction": 1}, "second": {"instruction": 1}}]]
+    rewards = [[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0]]
+    flat = [c for row in choices for c in row]
+    by_module = policy()
+    update_by_module(by_module, flat, module_advantages(rewards, choices), lr=1.0, epochs=4, kl_beta=0.0)
+    assert by_module.slots["second"]["instruction"].logits == [0.0, 0.0, 0.0]
+    assert by_module.probability("first", "instruction", "x") > 0.5
+
+    run_wide = policy()
+    run_wide.update(flat, group_advantages(rewards).flat(), lr=1.0, epochs=4, kl_beta=0.0)
+    assert run_wide.probability("first", "instruction", "x") > 0.5
+    assert run_wide.slots["second"]["instruction"].logits != [0.0, 0.0, 0.0]  # noise from the joint ratio

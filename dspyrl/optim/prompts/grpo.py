@@ -40,8 +40,8 @@ from dspyrl.config import check_settings, setting
 from dspyrl.formats import format_choices_for
 from dspyrl.formats.per_predictor import pin_formats
 from dspyrl.errors import ConfigError
-from dspyrl.optim.advantages import group_advantages
-from dspyrl.optim.prompts.policy import PromptPolicy, apply_values
+from dspyrl.optim.advantages import group_advantages, module_advantages
+from dspyrl.optim.prompts.policy import PromptPolicy, UpdateStats, apply_values
 from dspyrl.optim.prompts.select import complexity, decide, paired_difference, values_key
 from dspyrl.optim.prompts.propose import (InstructionProposer, ProposalStats, ScoredCall, balanced_demo_set, label_field,
                                   labelled_demo_sets)
@@ -257,9 +257,14 @@ class GRPO(Teleprompter):
                 state.saturated.remove(index)
 
         # 4. policy update
-        stats = state.policy.update([c for row in choices for c in row], adv.flat(),
-                                    [lp for row in old_log_probs for lp in row], lr=cfg.lr, clip_eps=cfg.clip_eps,
-                                    kl_beta=cfg.kl_beta, entropy_coef=cfg.entropy_coef, epochs=cfg.inner_epochs)
+        credit = module_advantages(rewards, choices, scale=cfg.scale_advantages)
+        settings = dict(lr=cfg.lr, clip_eps=cfg.clip_eps, kl_beta=cfg.kl_beta, entropy_coef=cfg.entropy_coef,
+                        epochs=cfg.inner_epochs)
+        if cfg.credit == "module":
+            stats = update_by_module(state.policy, [c for row in choices for c in row], credit, **settings)
+        else:
+            stats = state.policy.update([c for row in choices for c in row], adv.flat(),
+                                        [lp for row in old_log_probs for lp in row], **settings)
 
         # 5. new candidates from this step's runs, and a validation score of the most likely prompt
         scored = {}  # predictor -> ScoredCall list
@@ -291,7 +296,9 @@ class GRPO(Teleprompter):
             "step": state.step, "reward_mean": mean,
             "reward_std": (sum((x - mean) ** 2 for x in flat) / len(flat)) ** 0.5,
             "reward_components": {k: sum(v) / len(v) for k, v in components.items()},
-            "frac_zero_std": adv.frac_zero_std, "surrogate_loss": stats.surrogate_loss, "kl": stats.kl,
+            "frac_zero_std": adv.frac_zero_std,
+            "module_frac_zero": {name: c.frac_zero for name, c in credit.items()},  # groups without signal for it
+            "surrogate_loss": stats.surrogate_loss, "kl": stats.kl,
             "entropy": stats.entropy, "clip_frac": stats.clip_frac, "grad_norm": stats.grad_norm,
             "step_failures": sum(1 for r in rollouts.rollouts if r.error), "failures": state.failures,
             "metric_calls": state.metric_calls, "lm_calls": state.lm_calls, "tokens": state.tokens,
@@ -472,6 +479,23 @@ class GRPO(Teleprompter):
     def _checkpoint(self, run: RunFolder | None, state: GRPOState) -> None:
         if run:
             run.save_checkpoint(state.to_json())
+
+
+def update_by_module(policy: PromptPolicy, choices: list, credit: dict, **settings) -> UpdateStats:
+    """credit="module": each predictor's slots take their own clipped-surrogate step, with that predictor's own ratio
+    and advantages, averaged over the samples that carry signal for it (dspyrl.optim.advantages.module_advantages)."""
+    parts = []
+    for name, slots in policy.slots.items():
+        keep = [i for i, counted in enumerate(credit[name].flat_counted()) if counted] if name in credit else []
+        advantages = credit[name].flat() if name in credit else []
+        part = PromptPolicy({name: slots})  # shares the Slot objects, so updating the part updates the policy
+        parts.append((len(keep), part.update([{name: choices[i][name]} for i in keep], [advantages[i] for i in keep],
+                                             **settings)))
+    kl, entropy = policy.kl_and_entropy()
+    counted = sum(n for n, _ in parts)
+    return UpdateStats(sum(s.surrogate_loss for _, s in parts), kl, entropy,
+                       sum(n * s.clip_frac for n, s in parts) / counted if counted else 0.0,
+                       sum(s.grad_norm ** 2 for _, s in parts) ** 0.5)
 
 
 def _call_inputs(call, example, signature) -> dict:
