@@ -46,7 +46,7 @@ from typing import Any
 import dspy
 
 from dspyrl.errors import ConfigError
-from dspyrl.optim.weights import base, trl_callbacks
+from dspyrl.optim.weights import base, shared_prompt, trl_callbacks
 from dspyrl.rewards.combine import RewardResult, to_reward_result
 
 ROLLOUT_MODES = ("auto", "predictor", "program")
@@ -72,6 +72,10 @@ class LoraGRPOConfig:
     lora_dropout: float = 0.0
     target_modules: Any = "all-linear"
     modules_to_save: list[str] | None = None  # e.g. ["lm_head"]: train it fully (kept tied to the embeddings)
+    # one prefill per prompt for its G samples, and one prompt forward per group in the loss (shared_prompt.py);
+    # False: TRL's own generation and forward, each over the G copies of the prompt
+    share_prompt: bool = True
+    merge_lora_for_generation: bool = False  # merge the LoRA weights into the base ones while generating
     rollout: str = "auto"  # "predictor" | "program" | "auto" (predictor for one predictor, program for several)
     failure_reward: float = 0.0  # reward of an unparseable completion / a failed run
     save_every: int = 10  # steps between checkpoints (0: none; the final adapter is always saved)
@@ -118,17 +122,21 @@ class LoraGRPO(base.LocalWeightsOptimizer):
         mode = cfg.rollout_mode(len(predictors))
         rows_per_example = len(predictors) if mode == "program" else 1
         model, tokenizer = base.load_trainable_model(spec, start_adapter)
-        rollout_func = None
+        rollout_func = program_rollouts = None
+        share = cfg.share_prompt and not cfg.trl_args.get("use_vllm")  # vLLM shares prompts its own way
         if mode == "predictor":
             name, predictor = next(iter(student.named_predictors()))
             rows = [{"prompt": predictor_messages(predictor, format, example), "example_index": i}
                     for i, example in enumerate(trainset)]
             reward_func = PredictorReward(self.reward, trainset, predictor.signature, format, cfg.failure_reward,
                                           cfg.num_threads)
+            if share:
+                rollout_func = shared_prompt.GroupRollouts(merge_lora=cfg.merge_lora_for_generation)
         else:
             rows = [{"prompt": json.dumps({"example": i, "predictor": name}), "example_index": i}
                     for i in _shuffled(len(trainset), cfg.seed) for name in predictors]
-            rollout_func = ProgramRollouts(student, trainset, self.reward, format, spec, tokenizer, cfg)
+            rollout_func = program_rollouts = ProgramRollouts(student, trainset, self.reward, format, spec, tokenizer,
+                                                              cfg)
             reward_func = rollout_func.reward
         settings = {
             **base.common_args(run.path / "trl", cfg.seed), "max_steps": cfg.steps,
@@ -143,10 +151,11 @@ class LoraGRPO(base.LocalWeightsOptimizer):
         callback = trl_callbacks.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
                                             progress=self.progress, step_callbacks=self.step_callbacks,
                                             resume_from=resume_from,
-                                            extra_metrics=(rollout_func or reward_func).pop_metrics)
+                                            extra_metrics=(program_rollouts or reward_func).pop_metrics)
         with trl_callbacks.quiet_trl():
             args = base.make_args(trl.GRPOConfig, settings, cfg.trl_args)
-            trainer = trl.GRPOTrainer(
+            trainer_class = shared_prompt.shared_prompt_trainer_class() if share else trl.GRPOTrainer
+            trainer = trainer_class(
                 model=model, reward_funcs=reward_func, args=args, train_dataset=Dataset.from_list(rows),
                 processing_class=tokenizer, rollout_func=rollout_func,
                 peft_config=None if start_adapter else base.lora_config(
