@@ -15,23 +15,36 @@ def local_lm(model: str = "smollm2", adapter: str | None = None, **kwargs) -> ds
     return _local_lm(model, adapter, **kwargs)
 
 
-def lm_from_spec(spec: str, **kwargs) -> dspy.LM:
+def lm_from_spec(spec: str, *, api_base: str | None = None, timeout: float | None = None,
+                 num_retries: int | None = None, **kwargs) -> dspy.LM:
     """The CLI's --model value as a dspy.LM.
 
     'openai-compatible:<base_url>:<model>' → any OpenAI-compatible server; a LiteLLM provider prefix → hosted;
-    anything else ('smollm2', a folder, a cached HF id) → in-process local model.
+    anything else ('smollm2', a folder, a cached HF id) → in-process local model. `api_base` (the CLI's --api-base)
+    is OpenRouter's address, for 'openrouter/...' specs; `timeout` (s) and `num_retries` apply to hosted models (None:
+    dspyrl.lm.hosted's defaults) and are ignored by local ones, which have no network to wait on.
     """
+    hosted = {"timeout": timeout, "num_retries": num_retries}
     if spec.startswith("openai-compatible:"):
         rest = spec.removeprefix("openai-compatible:")
         base_url, _, model = rest.rpartition(":")
         if not base_url or not model:
             from dspyrl.errors import ConfigError
 
-            raise ConfigError(f"model spec '{spec}' must look like openai-compatible:<base_url>:<model>")
-        return openai_compatible(base_url, model, **kwargs)
+            raise ConfigError(f"model spec '{_redacted_spec(spec)}' must look like openai-compatible:<base_url>:<model>")
+        return openai_compatible(base_url, model, **hosted, **kwargs)
+    if spec.startswith("openrouter/"):
+        return openrouter(spec, api_base=api_base, **hosted, **kwargs)
     if is_hosted_spec(spec):
-        return litellm_model(spec, **kwargs)
+        return litellm_model(spec, **hosted, **kwargs)
     return local_lm(spec, **kwargs)
+
+
+def _redacted_spec(spec: str) -> str:
+    from dspyrl.lm.hosted import redact_url
+
+    head, _, rest = spec.partition(":")
+    return f"{head}:{redact_url(rest)}" if rest else spec
 
 
 __all__ = ["local_lm", "lm_from_spec", "openrouter", "openai_compatible", "litellm_model", "load_model",
