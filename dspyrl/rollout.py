@@ -37,7 +37,11 @@ from typing import Any, Callable
 import dspy
 from dspy.utils.callback import BaseCallback
 
+from dspy.utils.exceptions import LMAuthError, LMBillingError
+
 from dspyrl.formats.per_predictor import PredictorFormats, predictor_formats
+from dspyrl.lm.cache import cache_requests, forget
+from dspyrl.lm.hosted import ProviderRefused
 from dspyrl.errors import ConfigError, is_lm_failure
 from dspyrl.rewards.combine import RewardResult, score_group, scores_groups, to_reward_result
 
@@ -159,6 +163,9 @@ class _CallRecorder(BaseCallback):
         self.completion_tokens = 0
         self.cost = 0.0
         self.truncated = 0  # LM calls cut off at max_tokens
+        self.empty = 0  # LM calls answered with no text at all (an empty `choices`, a blank message)
+        self.requests: dict[str, tuple] = {}  # LM call_id -> (LM, call inputs): its cache entry, keyed when needed
+        self.unusable: list[tuple] = []  # calls whose replies were empty: never replayed from the cache
 
     def _stack(self) -> list[str]:
         if not hasattr(self._active, "stack"):
@@ -204,11 +211,16 @@ class _CallRecorder(BaseCallback):
     def on_lm_start(self, call_id, instance, inputs):
         with self._lock:
             self._lms[call_id] = instance
+            self.requests[call_id] = (instance, inputs)
 
     def on_lm_end(self, call_id, outputs, exception=None):
         with self._lock:
             lm = self._lms.pop(call_id, None)
             self.lm_calls += 1
+        if exception is None and not _has_text(outputs):
+            with self._lock:
+                self.empty += 1
+                self.unusable.append(self.requests[call_id])
         if exception is None and outputs:
             # A canonical Request call (ChoiceAdapter's guided_choice) returns one lm15 Response, not a list.
             first = outputs.text if hasattr(outputs, "message") else outputs[0]
@@ -338,8 +350,17 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
     with dspy.context(**settings):
         try:
             prediction = program_copy(**example.inputs())
+        except (LMAuthError, LMBillingError) as err:  # a bad key or no credits: every later call fails the same way
+            raise ProviderRefused(err) from err
         except Exception as err:
             error = _describe(err) if is_lm_failure(err) else tolerated.absorb(err)
+    if error is None and recorder.empty:
+        error = "LMFailure: the model returned an empty reply"
+    # a reply that did not become an answer (unparseable, empty, or cut off so that it did not parse) is asked for again
+    # next time, not replayed from DSPy's cache; a cut-off reply that parsed is the model's answer at this max_tokens
+    replayable = list(recorder.requests.values()) if error is not None else recorder.unusable
+    if replayable:
+        forget([request for lm, inputs in replayable for request in cache_requests(lm, inputs)])
     latency = time.perf_counter() - start
     if error is not None:
         result = RewardResult(failure_reward, feedback=error, failed=True)
@@ -348,6 +369,8 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
     else:
         try:
             result = to_reward_result(reward(example, prediction, None), failure_score=failure_reward)
+        except (LMAuthError, LMBillingError) as err:  # the judge's key or credits: stop, as for the program's
+            raise ProviderRefused(err) from err
         except Exception as err:
             feedback = _describe(err) if is_lm_failure(err) else tolerated.absorb(err)
             result = RewardResult(failure_reward, feedback=f"reward failed: {feedback}", failed=True)
@@ -399,6 +422,18 @@ class _ErrorBudget:
             if self.used > self.limit:
                 raise err  # the user's bug, with its own traceback
         return f"{PROGRAM_ERROR} {_describe(err)}"
+
+
+def _has_text(outputs: Any) -> bool:
+    """Whether an LM call's outputs hold any text (or tool call): [] is what an empty `choices` becomes."""
+    if outputs is None:
+        return False
+    if hasattr(outputs, "message"):  # one lm15 Response
+        return bool(outputs.text) or bool(getattr(outputs, "tool_calls", None))
+    first = outputs[0] if outputs else None
+    if isinstance(first, dict):
+        return bool(first.get("text")) or bool(first.get("tool_calls"))
+    return bool(first)
 
 
 def finish_reason(response: Any) -> str | None:
