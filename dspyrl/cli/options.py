@@ -48,13 +48,37 @@ class ModelOptions:
     threads: int = setting(4, "concurrent program runs", ge=1)
     max_tokens: int = setting(128, "completion limit of the task model", ge=1)
     format: str | None = setting(None, FORMAT_HELP, choices=FORMAT_NAMES)
+    # hosted models (dspyrl.lm.hosted holds the defaults; None here keeps them)
+    api_base: str | None = setting(None, "OpenRouter's address for 'openrouter/...' models (default: "
+                                         "$OPENROUTER_API_BASE, else https://openrouter.ai/api/v1); $OPENROUTER_API_KEY "
+                                         "is sent there and nowhere else")
+    timeout: float | None = setting(None, "seconds a hosted LM request may take before it counts as failed and is "
+                                          "retried (default: 60)", gt=0)
+    num_retries: int | None = setting(None, "retries of a hosted LM request that timed out or got 429/5xx, with "
+                                            "exponential backoff (default: 3); 401/402 stop the run at once", ge=0)
+    no_cache: bool = setting(False, "ask the models again instead of replaying DSPy's cache of earlier replies")
+
+
+@dataclass(kw_only=True)
+class SpendOptions:
+    """The cost cap and the dry estimate, for commands that may spend a lot (optimize, finetune, compare)."""
+
+    max_cost: float | None = setting(None, "stop cleanly once the LM calls (every role: task, reflection, judge) have "
+                                           "cost this many USD; --resume with a higher cap continues", gt=0)
+    estimate: bool = setting(False, "print the expected calls, tokens and cost of the run, then stop before any call")
+
+
+def lm_settings(options: ModelOptions) -> dict:
+    """What every LM a command builds shares: the hosted connection settings and the cache."""
+    return {"api_base": options.api_base, "timeout": options.timeout, "num_retries": options.num_retries,
+            "cache": not options.no_cache}
 
 
 def task_lm(options: ModelOptions, *, temperature: float = 0.0):
     """The LM the program runs on, as every command builds it."""
     from dspyrl.lm import lm_from_spec
 
-    return lm_from_spec(options.model, temperature=temperature, max_tokens=options.max_tokens)
+    return lm_from_spec(options.model, temperature=temperature, max_tokens=options.max_tokens, **lm_settings(options))
 
 
 def judge_lm(options: ModelOptions, spec: str | None = None):
@@ -62,7 +86,12 @@ def judge_lm(options: ModelOptions, spec: str | None = None):
     from dspyrl.lm import lm_from_spec
 
     spec = spec or options.judge
-    return lm_from_spec(spec, temperature=0.0, max_tokens=options.judge_max_tokens) if spec else None
+    if not spec:
+        return None
+    from dspyrl.lm.usage import assign_role
+
+    return assign_role(lm_from_spec(spec, temperature=0.0, max_tokens=options.judge_max_tokens, **lm_settings(options)),
+                       "judge")
 
 
 # ----------------------------------------------------------------------------------------------- dataclass → argparse
