@@ -120,6 +120,11 @@ class PredictorFormats(dspy.Adapter, BaseCallback):
     def parse(self, signature, completion):
         return self._current().parse(signature, completion)
 
+    def format_user_message_content(self, signature, inputs, prefix="", suffix="", main_request=False):
+        # dspy.ReAct writes its trajectory with the context's format, between its predictors' calls
+        return self._current().format_user_message_content(signature, inputs, prefix=prefix, suffix=suffix,
+                                                           main_request=main_request)
+
 
 class FormatPin(BaseCallback):
     """A predictor's own callback: while that predictor runs, the context's format is its chosen one (module docstring).
