@@ -10,6 +10,14 @@ Two things make it fast on a CPU:
   records the requested n when the call starts; the first of those n requests samples all n in one batched
   `generate`, and the following n-1 identical requests are served from that group.
 
+**Grammar-constrained decoding** (`dspyrl.lm.constraints`, llguidance): `response_format` (json_schema, json_object;
+the engine declares both the way DSPy's JSONAdapter checks, so DSPy sends its signature's schema) and vLLM's
+`structured_outputs` / `guided_json` / `guided_regex` / `guided_grammar` in `config.extensions`. Each row of a batch
+has its own matcher, so constrained and free rows share one decode loop (`dspyrl.lm.decode`).
+
+**Seeded sampling.** A request's `seed` seeds its own `torch.Generator` per row: the same seeded request gives the
+same tokens alone or batched with others, from any thread. Without a seed each row draws a fresh random seed.
+
 **Constrained choice** (`guided_choice`, the field vLLM's OpenAI server uses): a request whose
 `config.extensions["guided_choice"]` lists candidate completions is answered by scoring each candidate's total
 log-probability given the prompt (prompt once, then all candidates in one batched forward over the prompt's KV cache;
@@ -29,7 +37,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +45,8 @@ import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage
 from dspy.utils.callback import BaseCallback
 
+from dspyrl.lm.constraints import Constraint, GrammarCompiler, parse_constraints
+from dspyrl.lm.decode import PrefixCache, Row, decode, row_seed
 from dspyrl.lm.models import SMOLLM2, load_model
 
 
@@ -74,12 +84,14 @@ END_OF_REPLY = ("[[ ## completed ## ]]",)
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """The settings that must be equal for requests to share one batched generate call."""
+    """How one request is generated; every row of a batch has its own (requests with different settings share it)."""
 
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    seed: int | None = None  # seeds the rows' generators (sample i of n: `row_seed(seed, i)`)
+    constraint: Constraint | None = None  # the grammar the reply must match
 
 
 @dataclass
@@ -88,6 +100,15 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" or "length"
+    token_ids: list[int] = field(default_factory=list)  # the sampled tokens (TRL trains on these, not on a re-encoding)
+
+
+class ContextLengthError(ValueError):
+    """The prompt plus the tokens asked for do not fit the model's context."""
+
+
+class GenerationCancelled(RuntimeError):
+    """The caller gave up (a client disconnected from `dspyrl serve`)."""
 
 
 @dataclass
@@ -95,6 +116,9 @@ class _Job:
     prompt_ids: list[int]
     n: int
     settings: GenerationSettings
+    head_len: int = 0  # the shareable prompt head (see dspyrl.lm.decode.PrefixCache)
+    cancel: threading.Event | None = None
+    kind: str = "generate"  # the batching key: generate jobs batch together, score jobs together
     done: threading.Event = field(default_factory=threading.Event)
     result: list[Generation] | None = None
     error: BaseException | None = None
@@ -106,7 +130,7 @@ class _ScoreJob:
 
     prompt_ids: list[int]
     candidate_ids: list[list[int]]
-    settings: str = "score"  # the batching key: score jobs batch with score jobs, never with a generate
+    kind: str = "score"
     done: threading.Event = field(default_factory=threading.Event)
     result: list[float] | None = None
     error: BaseException | None = None
@@ -122,8 +146,13 @@ MAX_GUIDED_CHOICES = 256  # one forward row per candidate; more than this is a m
 class LocalEngine:
     """Generates chat completions with a local transformers model; thread-safe, batches concurrent requests."""
 
+    # What DSPy reads off a custom engine (dspy.clients.capabilities): JSONAdapter sends its signature's JSON schema as
+    # `response_format` only when both are declared.
+    supports_response_schema = True
+    supported_params = frozenset({"response_format", "seed", "n", "temperature", "max_tokens", "top_p", "stop"})
+
     def __init__(self, model: str = SMOLLM2, adapter: str | None = None, *, max_batch: int = 16,
-                 batch_wait_s: float = 0.005, default_max_tokens: int = 256, loaded=None):
+                 batch_wait_s: float = 0.005, default_max_tokens: int = 256, loaded=None, prefix_cache: bool = True):
         self.model_spec = model
         self.adapter = adapter
         self.max_batch = max_batch
@@ -138,12 +167,17 @@ class LocalEngine:
         self._choice_cache: OrderedDict[str, list[float]] = OrderedDict()  # recent (prompt, candidates) -> logprobs
         self._choice_cache_lock = threading.Lock()
         self._rng = random.Random()
+        self.prefix_cache = PrefixCache() if prefix_cache else None
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+        self.grammars = GrammarCompiler(self.tokenizer, int(self.model.config.vocab_size))
+        self.cancelled_jobs = 0  # generations stopped because their caller went away (the server's tests read it)
 
     # -- DSPy engine API ------------------------------------------------------------------------------------
     def complete(self, request) -> Response:
         messages = request_to_messages(request)
-        settings = self._settings_from(request.config)
-        candidates = (request.config.extensions or {}).get("guided_choice")
+        extensions = request.config.extensions or {}
+        constraint, candidates = parse_constraints({**extensions, "response_format": request.config.response_format})
+        settings = replace(self._settings_from(request.config), constraint=constraint)
         if candidates is not None:
             return self._complete_choice(messages, candidates, settings, seed=request.config.seed)
         group = _current_group.get()
@@ -193,15 +227,47 @@ class LocalEngine:
             max_tokens=int(config.max_tokens or self.default_max_tokens),
             temperature=float(config.temperature or 0.0),
             top_p=config.top_p,
-            stop=tuple(dict.fromkeys((*(config.stop or ()), *END_OF_REPLY))))
+            stop=tuple(dict.fromkeys((*(config.stop or ()), *END_OF_REPLY))),
+            seed=config.seed)
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def generate(self, messages: list[dict], n: int = 1, settings: GenerationSettings | None = None) -> list[Generation]:
-        """n completions of one chat; queued, so concurrent callers share batched generate calls."""
-        job = _Job(self.encode_chat(messages), n, settings or GenerationSettings(max_tokens=self.default_max_tokens))
+    def _head_length(self, messages: list[dict], prompt_ids: list[int]) -> int:
+        """How many leading tokens of the prompt are its messages before the last one (system, demos): the head that
+        other calls of the same predictor share. Measured as a common token prefix, so a merge across the boundary
+        only shortens it."""
+        if len(messages) < 2:
+            return 0
+        text = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=False)
+        head = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        length = 0
+        for a, b in zip(head, prompt_ids):
+            if a != b:
+                break
+            length += 1
+        return length
+
+    def check_context(self, prompt_tokens: int, max_tokens: int) -> None:
+        if self.context_length and prompt_tokens + max_tokens > self.context_length:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.context_length} tokens. However, you requested "
+                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+                f"completion). Please reduce the length of the messages or completion.")
+
+    def generate(self, messages: list[dict], n: int = 1, settings: GenerationSettings | None = None, *,
+                 cancel: threading.Event | None = None) -> list[Generation]:
+        """n completions of one chat; queued, so concurrent callers share batched generate calls.
+
+        Raises ContextLengthError (too long), ConstraintError (a constraint that does not compile) before any work,
+        GenerationCancelled when `cancel` is set while it waits or runs."""
+        settings = settings or GenerationSettings(max_tokens=self.default_max_tokens)
+        prompt_ids = self.encode_chat(messages)
+        self.check_context(len(prompt_ids), settings.max_tokens)
+        if settings.constraint is not None:
+            self.grammars.check(settings.constraint)
+        job = _Job(prompt_ids, n, settings, head_len=self._head_length(messages, prompt_ids), cancel=cancel)
         self._ensure_worker()
         self._queue.put(job)
         job.done.wait()
@@ -309,9 +375,9 @@ class LocalEngine:
             first = held.pop(0) if held else self._queue.get()
             batch, size = [first], first.n
             deadline = time.monotonic() + self.batch_wait_s
-            # Gather requests with the same settings that arrive within a few milliseconds.
+            # Gather requests of the same kind that arrive within a few milliseconds.
             for job in list(held):
-                if job.settings == first.settings and size + job.n <= self.max_batch:
+                if job.kind == first.kind and size + job.n <= self.max_batch:
                     held.remove(job)
                     batch.append(job)
                     size += job.n
@@ -320,7 +386,7 @@ class LocalEngine:
                     job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                if job.settings == first.settings and size + job.n <= self.max_batch:
+                if job.kind == first.kind and size + job.n <= self.max_batch:
                     batch.append(job)
                     size += job.n
                 else:
@@ -328,7 +394,10 @@ class LocalEngine:
             try:
                 results = self._score_batch(batch) if isinstance(first, _ScoreJob) else self._generate_batch(batch)
                 for job, result in zip(batch, results):
-                    job.result = result
+                    if isinstance(result, BaseException):
+                        job.error = result
+                    else:
+                        job.result = result
             except BaseException as err:  # hand the error to every waiting caller; the worker keeps serving
                 for job in batch:
                     job.error = err
@@ -336,62 +405,43 @@ class LocalEngine:
                 for job in batch:
                     job.done.set()
 
-    def _generate_batch(self, batch: list[_Job]) -> list[list[Generation]]:
+    def _generate_batch(self, batch: list[_Job]) -> list[list[Generation] | BaseException]:
+        """Every row of every job in one decode loop; a cancelled job's entry is its GenerationCancelled."""
         import torch
 
-        settings = batch[0].settings
-        rows = [job.prompt_ids for job in batch for _ in range(job.n)]
-        pad_id = self.tokenizer.pad_token_id
-        width = max(len(r) for r in rows)
-        input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
-        attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        kwargs: dict[str, Any] = dict(max_new_tokens=settings.max_tokens, pad_token_id=pad_id)
-        if settings.temperature > 0:
-            kwargs.update(do_sample=True, temperature=settings.temperature, top_k=0)
-            if settings.top_p is not None:
-                kwargs["top_p"] = settings.top_p
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if settings.stop:
-            kwargs["stopping_criteria"] = [_StopOnStrings(self.tokenizer, settings.stop, width)]
-        with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        self.generate_calls += 1
-        new_tokens = output[:, width:]
+        rows, owners = [], []
+        for job_index, job in enumerate(batch):
+            if job.cancel is not None and job.cancel.is_set():
+                continue
+            s = job.settings
+            seed = s.seed if s.seed is not None else self._rng.getrandbits(63)
+            for sample in range(job.n):
+                generator = None
+                if s.temperature > 0:
+                    generator = torch.Generator().manual_seed(row_seed(seed, sample))
+                matcher = self.grammars.matcher(s.constraint) if s.constraint is not None else None
+                rows.append(Row(job.prompt_ids, job.head_len, s.max_tokens, s.temperature, s.top_p, s.stop,
+                                generator, matcher, job.cancel))
+                owners.append(job_index)
+        if rows:
+            decode(self.model, self.tokenizer, rows, _eos_ids(self.model, self.tokenizer), self.prefix_cache)
+            self.generate_calls += 1
         eos_ids = _eos_ids(self.model, self.tokenizer)
-        generations = []
-        for row_index, prompt in enumerate(rows):
-            tokens = new_tokens[row_index].tolist()
-            ended = next((i for i, t in enumerate(tokens) if t in eos_ids or t == pad_id), None)
-            used = tokens if ended is None else tokens[:ended]
+        results: list = [[] for _ in batch]
+        for row, job_index in zip(rows, owners):
+            ended = bool(row.tokens) and (row.tokens[-1] in eos_ids or row.tokens[-1] == self.tokenizer.pad_token_id)
+            used = row.tokens[:-1] if ended else row.tokens
             text = self.tokenizer.decode(used, skip_special_tokens=True)
-            finish = "stop" if ended is not None or len(tokens) < settings.max_tokens else "length"
-            for stop in settings.stop:
+            finish = "length" if row.finish == "length" else "stop"
+            for stop in row.stop:
                 if stop in text:
                     text, finish = text[: text.index(stop)], "stop"
-            generations.append(Generation(text, len(prompt), len(used) + (ended is not None), finish))
-        results, start = [], 0
-        for job in batch:
-            results.append(generations[start:start + job.n])
-            start += job.n
+            results[job_index].append(Generation(text, len(row.prompt_ids), len(row.tokens), finish, list(row.tokens)))
+        for job_index, job in enumerate(batch):
+            if job.cancel is not None and job.cancel.is_set():
+                self.cancelled_jobs += 1
+                results[job_index] = GenerationCancelled("the caller cancelled this generation")
         return results
-
-
-class _StopOnStrings:
-    """Stop a row once its *generated* text contains a stop string.
-
-    transformers' own `stop_strings` also matches across the prompt boundary (a prompt ending in "\\n" plus a
-    generated "\\n" stops on "\\n\\n"), which cuts answers short; we look at the new tokens only.
-    """
-
-    def __init__(self, tokenizer, stops: tuple[str, ...], prompt_width: int):
-        self.tokenizer, self.stops, self.prompt_width = tokenizer, stops, prompt_width
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
-        return torch.tensor([any(stop in text for stop in self.stops) for text in texts], device=input_ids.device)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

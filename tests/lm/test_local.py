@@ -104,5 +104,5 @@ def test_every_request_also_stops_at_the_chat_formats_end_marker(tiny_model_dir)
     from types import SimpleNamespace
 
     engine = local_engine(str(tiny_model_dir))
-    settings = engine._settings_from(SimpleNamespace(max_tokens=8, temperature=0.0, top_p=None, stop=["\n\n"]))
+    settings = engine._settings_from(SimpleNamespace(max_tokens=8, temperature=0.0, top_p=None, stop=["\n\n"], seed=None))
     assert settings.stop == ("\n\n", "[[ ## completed ## ]]")
