@@ -128,6 +128,7 @@ class GroupJudgement:
     second_order: list[int] | None = None  # the consistency re-ask's order, when this group was checked
     rank_agreement: float | None = None  # share of output pairs both orders ranked alike (ties alike)
     distinct: list[int] = field(default_factory=list)  # distinct[k] = which distinct output candidate k is
+    first_scores: list[float] | None = None  # the first order's scores alone (differs from `scores` when re-asked)
 
 
 @dataclass
@@ -237,26 +238,22 @@ class RewardModule(dspy.Module):
         if self.mode == "group":
             return self.score_group(example, [pred])[0]
         judgement = self.judge(inputs=example.inputs() if hasattr(example, "inputs") else example,
-                               output=self.output_text(pred), reference=self._reference(example))
+                               output=self.output_text(pred), reference=self.reference_text(example))
         return RewardResult(judgement.score, {self.name: judgement.score}, judgement.feedback, judgement.failed)
 
     def score_group(self, example, predictions: list) -> list[RewardResult]:
         """The outputs of one example, judged together in one call (see the module docstring)."""
         verdict = self.judge_group(inputs=example.inputs() if hasattr(example, "inputs") else example,
                                    outputs=[self.output_text(p) for p in predictions],
-                                   reference=self._reference(example))
+                                   reference=self.reference_text(example))
         return [RewardResult(score, {self.name: score}, reason, verdict.failed)
                 for score, reason in zip(verdict.scores, verdict.reasons)]
 
     def output_text(self, pred) -> str:
         """The prediction fields the judge sees: `output_fields`, or every field except the reasoning."""
-        items = dict(pred.items()) if hasattr(pred, "items") else {"output": pred}
-        names = self.output_fields or [k for k in items if k != "reasoning"]
-        if len(names) == 1:
-            return str(items.get(names[0], ""))
-        return "\n".join(f"{name}: {items.get(name, '')}" for name in names)
+        return prediction_text(pred, self.output_fields)
 
-    def _reference(self, example) -> str | None:
+    def reference_text(self, example) -> str | None:
         if not self.reference_field:
             return None
         value = example.get(self.reference_field) if hasattr(example, "get") else None
@@ -265,7 +262,7 @@ class RewardModule(dspy.Module):
     # -- one output -----------------------------------------------------------------------------------------
     def judge(self, *, inputs: dict | str, output: str, reference: str | None = None) -> Judgement:
         """Score one output in [0, 1]; never raises for LM or parse problems."""
-        fields = {"rubric": self.rubric, "task_inputs": _format_inputs(inputs),
+        fields = {"rubric": self.rubric, "task_inputs": format_inputs(inputs),
                   "reference": reference if reference not in (None, "") else "(none)", "output": str(output)}
         key = self._key("score", fields)
         with self._lock:
@@ -287,7 +284,7 @@ class RewardModule(dspy.Module):
     # -- two outputs ----------------------------------------------------------------------------------------
     def compare(self, *, inputs: dict | str, output_a: str, output_b: str, reference: str | None = None) -> PairwiseJudgement:
         """A vs B, asked in both orders; a disagreement between the orders is a tie."""
-        base = {"rubric": self.rubric, "task_inputs": _format_inputs(inputs),
+        base = {"rubric": self.rubric, "task_inputs": format_inputs(inputs),
                 "reference": reference if reference not in (None, "") else "(none)"}
         first = self._pairwise_verdict({**base, "output_a": str(output_a), "output_b": str(output_b)})
         second = self._pairwise_verdict({**base, "output_a": str(output_b), "output_b": str(output_a)})
@@ -324,7 +321,7 @@ class RewardModule(dspy.Module):
         texts = [str(o) for o in outputs]
         distinct = list(dict.fromkeys(texts))  # identical outputs are shown once and share a score
         which = [distinct.index(t) for t in texts]
-        base = {"rubric": self.rubric, "task_inputs": _format_inputs(inputs),
+        base = {"rubric": self.rubric, "task_inputs": format_inputs(inputs),
                 "reference": reference if reference not in (None, "") else "(none)"}
         key = self._key("group", {**base, "distinct": json.dumps(distinct)})
         with self._lock:
@@ -342,8 +339,10 @@ class RewardModule(dspy.Module):
             attempts = cached.attempts
         else:
             attempts = 0
+        first = cached.first_scores or cached.scores
         return GroupJudgement([cached.scores[k] for k in which], [cached.reasons[k] for k in which], list(cached.order),
-                              cached.failed, attempts, cached.error, cached.second_order, cached.rank_agreement, which)
+                              cached.failed, attempts, cached.error, cached.second_order, cached.rank_agreement, which,
+                              [first[k] for k in which])
 
     def _judge_distinct(self, base: dict[str, str], distinct: list[str], key: str) -> GroupJudgement:
         rng = random.Random(int(key[:16], 16) ^ self.seed)
@@ -355,6 +354,7 @@ class RewardModule(dspy.Module):
             return GroupJudgement([self.failure_score] * n, [first.feedback] * n, order, True, first.attempts,
                                   first.error)
         scores, reasons = first.value
+        first_scores = list(scores)
         attempts = first.attempts
         second_order, agreement = None, None
         if len(distinct) > 1 and rng.random() < self.consistency_sample:
@@ -367,7 +367,8 @@ class RewardModule(dspy.Module):
                 with self._lock:
                     self.stats.consistency_checks += 1
                     self.stats.rank_agreement_sum += agreement
-        return GroupJudgement(scores, reasons, order, False, attempts, None, second_order, agreement)
+        return GroupJudgement(scores, reasons, order, False, attempts, None, second_order, agreement,
+                              first_scores=first_scores)
 
     def _ask_order(self, base: dict[str, str], distinct: list[str], order: list[int]) -> _Answer:
         """One group call with the outputs shown in `order`; the answer's value is (scores, reasons) per distinct output."""
@@ -526,12 +527,29 @@ def rank_agreement(first: list[float], second: list[float]) -> float:
     return sum(sign(first[i] - first[j]) == sign(second[i] - second[j]) for i, j in pairs) / len(pairs)
 
 
+def judges_in(reward) -> dict[str, RewardModule]:
+    """The RewardModule judges inside a reward: itself, or the components of a WeightedReward, by name."""
+    if isinstance(reward, RewardModule):
+        return {reward.name: reward}
+    return {c.name: c.reward for c in getattr(reward, "components", []) if isinstance(c.reward, RewardModule)}
+
+
+def prediction_text(pred, fields: list[str] | None = None) -> str:
+    """A prediction as a judge or reward model reads it: `fields` (default: all but the reasoning), one as its bare
+    value, several as 'name: value' lines."""
+    items = dict(pred.items()) if hasattr(pred, "items") else {"output": pred}
+    names = fields or [k for k in items if k != "reasoning"]
+    if len(names) == 1:
+        return str(items.get(names[0], ""))
+    return "\n".join(f"{name}: {items.get(name, '')}" for name in names)
+
+
 def _feedback_from_text(text: str | None) -> str:
     text = " ".join(str(text or "").split())
     return text[:300]
 
 
-def _format_inputs(inputs: dict | str) -> str:
+def format_inputs(inputs: dict | str) -> str:
     if isinstance(inputs, str):
         return inputs
     return "\n".join(f"{key}: {value}" for key, value in dict(inputs).items())
