@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from dspyrl.cli import compare, demo, eval, export, finetune, optimize, report, serve
+from dspyrl.cli import compare, demo, eval, export, finetune, judge_check, optimize, report, serve, train_reward
 from dspyrl.cli.options import ArgumentParser
 from dspyrl.errors import DspyrlError
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     # Each subcommand registers itself here; keep the order the user meets them in.
-    for command in (demo, eval, optimize, finetune, export, compare, report, serve):
+    for command in (demo, eval, optimize, finetune, export, compare, report, serve, train_reward, judge_check):
         command.add_parser(sub)
     return parser
 
