@@ -186,3 +186,19 @@ def test_tiny_model_judge_over_http_is_retried_then_counted(tiny_model_dir):
     assert all(r.failed and r.total == 0.0 for r in results)
     assert judge.stats.groups == 1 and judge.stats.lm_attempts == 3 and judge.stats.failures == 1
     assert judge.stats.prompt_tokens > 0  # usage came back over HTTP and was counted as the judge's
+
+
+def test_lora_grpo_reward_function_groups_a_trl_batch_by_example():
+    """TRL hands the reward function a whole batch (prompts × G); a group reward sees each example's group once."""
+    from dspyrl.optim.weights.grpo import PredictorReward
+
+    judge = RewardModule("r", judge_lm=scripted_lm(fair_reply), mode="group", output_fields=["answer"])
+    signature = dspy.Signature("question -> answer")
+    reward_fn = PredictorReward(judge, EXAMPLES, signature, dspy.ChatAdapter(), failure_reward=-1.0, num_threads=2)
+    answers = ["Paris", "Paris is it", "Lyon", "nonsense without fields", "Rome", "Rome!", "Milan x", "R"]
+    completions = [[{"role": "assistant", "content": a if a.startswith("nonsense") else chat(answer=a)}]
+                   for a in answers]
+    rewards = reward_fn(prompts=[None] * 8, completions=completions, example_index=[0, 0, 0, 0, 1, 1, 1, 1])
+    assert judge.stats.groups == 2  # two examples, two judge calls for eight completions
+    assert rewards[3] == -1.0  # the unparseable completion keeps the failure reward and is not shown to the judge
+    assert [r for i, r in enumerate(rewards) if i != 3] == [content_score(a) for i, a in enumerate(answers) if i != 3]
