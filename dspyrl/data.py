@@ -72,7 +72,7 @@ def load_examples(path: str | Path, spec: DataSpec, *, split: str | None = None,
     if path.is_dir() or path.suffix in (".parquet", ".arrow"):
         rows = _read_hf_dataset(path, split)
     elif path.suffix == ".jsonl":
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path)
     elif path.suffix == ".csv":
         rows = _read_csv(path, spec)
     else:
@@ -134,14 +134,21 @@ def _decode(path: Path) -> str:
                         hint="re-save the file as UTF-8") from err
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def read_jsonl(path: str | Path, *, torn_last_line: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file; a bad line is a DataError naming it.
+
+    `torn_last_line=True` skips an unterminated last line that is not valid JSON: what a kill mid-append leaves."""
+    path = Path(path)
     text = _decode(path)
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue  # blank lines (a trailing newline, spacing) are harmless
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
+            if torn_last_line and number == len(lines) and not text.endswith("\n"):
+                return
             raise DataError(f"invalid JSON: {err.msg} at column {err.colno}", file=str(path), line=number) from err
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", file=str(path), line=number)

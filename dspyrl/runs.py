@@ -1,32 +1,55 @@
-"""The run folder: everything a long optimization leaves on disk, and what lets it stop and go on.
+"""The run folder: everything a run leaves on disk, and what lets it stop and go on. `RunFolder` names every file
+and is the only writer (atomic JSON, fsync'ed JSONL, programs); nothing is pickled.
 
     runs/<name>/
-      config.json       the optimizer's settings (never an API key)
-      metrics.jsonl     one JSON object per step: rewards, loss, KL, entropy, frac_zero_std, calls, tokens, cost, val
-      checkpoint.json   the latest full state (policy, candidates, RNG, step, budget used), rewritten atomically
-      program.json      the optimized program, in DSPy's own save format (`program.load("program.json")`)
-
-Checkpoints are written to a temporary file, fsync'ed and renamed over the old one, so a crash at any moment leaves
-either the previous checkpoint or the new one, never half of one. Nothing is pickled: JSON only.
+      fingerprint.json      what made the folder: command, program signature and source hash, data hash, model, config;
+                            a run that differs is refused (one line) unless --force
+      lock                  held (flock) while a process writes the folder; a crashed run's lock dies with it
+      config.json           the run's settings (never an API key)
+      metrics.jsonl         one JSON object per step (rewards, loss, KL, calls, tokens, cost, val), appended before
+                            the step's checkpoint, so a kill between the two replays the step: never lost, never twice
+      checkpoint.json       the latest full state (policy, candidates, RNG, step, counters); the previous one is kept
+      checkpoint.prev.json  as checkpoint.prev.json, and a torn checkpoint falls back to it with a one-line warning
+      program.json          the program, in DSPy's own save format (`program.load("program.json")`)
+      summary.json          the result, one schema for eval, optimize, finetune and compare (SUMMARY_SCHEMA)
+      results.jsonl         eval: one line per example       comparison.json  compare: every paired row and the test
+      report.html, plots/   `dspyrl report` / compare        adapter/         finetune: the PEFT LoRA folder
+      pairs.jsonl           finetune --method dpo: the preference pairs trained on
+      checkpoints/, trl/    finetune: resumable trainer checkpoints (safetensors + JSON), TRL's logging folder
+      tensorboard/          optional TensorBoard scalars
 Also here: early stopping on a validation plateau, step callbacks, rich live progress and optional TensorBoard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from dspyrl.errors import ConfigError, MissingExtraError
 
+FINGERPRINT = "fingerprint.json"
+LOCK = "lock"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.json"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.json"
 PROGRAM = "program.json"
+SUMMARY = "summary.json"
+RESULTS = "results.jsonl"
+COMPARISON = "comparison.json"
+REPORT = "report.html"
+PLOTS = "plots"
+ADAPTER = "adapter"
+PAIRS = "pairs.jsonl"
+TENSORBOARD = "tensorboard"
 
 # Config keys that could carry a credential are dropped before anything is written.
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "access_token")
@@ -35,12 +58,18 @@ _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "ac
 # ----------------------------------------------------------------------------------------------- atomic files
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write JSON so that readers see the old file or the new one, never a torn one."""
+    write_text_atomic(path, json.dumps(obj, indent=1, default=str))
+
+
+def write_text_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write a file through a temporary one (fsync, rename, fsync the folder): the old file or the new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=1, default=str)
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w", **({} if isinstance(text, bytes) else
+                                                                       {"encoding": "utf-8"})) as handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -48,6 +77,14 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def append_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Append rows to a JSONL file and fsync: a kill leaves at most a torn last line, which `read_jsonl` skips."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(row, default=str) + "\n" for row in rows))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -110,20 +147,114 @@ def scrub_secrets(config: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- the folder
-class RunFolder:
-    """One run's folder (see the module docstring). `resume=False` refuses to overwrite a folder that has a checkpoint."""
+# This process's locks, by folder: a flock belongs to one open file, so a second RunFolder on the same folder in the
+# same process (the CLI's, then the optimizer's) shares the first one's instead of locking itself out.
+_HELD: dict[Path, list] = {}
+_HELD_GUARD = threading.Lock()
 
-    def __init__(self, path: str | Path, *, resume: bool = False):
+
+class RunFolder:
+    """One run's folder (see the module docstring); the only code that names or writes its files.
+
+    `resume=False` refuses a folder that already holds a run (a checkpoint); `resume=True` needs one. `fingerprint`
+    (JSON-able: what makes this run this run) is recorded on first use and compared on every later one: a folder made
+    by another command, program, data, model or config is refused, one line, unless `force=True`. While the object
+    lives the folder is locked (flock) against other processes; the kernel drops the lock of a killed process."""
+
+    def __init__(self, path: str | Path, *, resume: bool = False, fingerprint: dict | None = None,
+                 force: bool = False):
         self.path = Path(path)
         self.resume = resume
-        if not resume and (self.path / CHECKPOINT).exists():
+        self._locked = False
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file, not a run folder", hint="choose a folder for --out")
+        has_checkpoint = (self.path / CHECKPOINT).exists() or (self.path / PREVIOUS_CHECKPOINT).exists()
+        if not resume and has_checkpoint and fingerprint is None:
             raise ConfigError(f"run folder {self.path} already holds a run",
                               hint="resume it (--resume / resume=True) or choose another folder")
-        if resume and not (self.path / CHECKPOINT).exists():
+        if resume and not has_checkpoint:
             raise ConfigError(f"nothing to resume in {self.path}: it has no {CHECKPOINT}",
                               hint="start the run without --resume")
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        if fingerprint is not None:
+            self._claim(fingerprint, force=force)
+            if not resume and has_checkpoint:
+                raise ConfigError(f"run folder {self.path} already holds a run",
+                                  hint="resume it (--resume / resume=True) or choose another folder")
 
+    def file(self, name: str) -> Path:
+        """The path of one of the folder's files (a name from this module: CONFIG, SUMMARY, ADAPTER, ...)."""
+        return self.path / name
+
+    # ------------------------------------------------------------------------------------------ who made it
+    def _claim(self, fingerprint: dict, *, force: bool) -> None:
+        fingerprint = json.loads(json.dumps(fingerprint, default=str))  # compare what is on disk with what would be
+        file = self.path / FINGERPRINT
+        try:
+            recorded = json.loads(file.read_text()) if file.exists() else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            recorded = {}
+        if recorded is None:
+            others = [p.name for p in self.path.iterdir() if p.name != LOCK]
+            if others and not force:
+                raise ConfigError(f"{self.path} is not empty and was not made by a dspyrl run "
+                                  f"(it holds {', '.join(sorted(others)[:3])}{', ...' if len(others) > 3 else ''})",
+                                  hint="choose another --out, or pass --force to write into it anyway")
+        elif recorded != fingerprint and not force:
+            raise ConfigError(f"run folder {self.path} was made by a different run: "
+                              f"{'; '.join(_differences(recorded, fingerprint)[:3])}",
+                              hint="choose another --out, or pass --force to write into it anyway")
+        if recorded != fingerprint:
+            write_json_atomic(file, fingerprint)
+
+    # ------------------------------------------------------------------------------------------ one writer at a time
+    def _lock(self) -> None:
+        import fcntl
+
+        key = self.path.resolve()
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is None:
+                fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                    os.close(fd)
+                    raise ConfigError(f"run folder {self.path} is in use by another process (pid {owner})",
+                                      hint="wait for it to finish, or choose another --out") from None
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                held = _HELD[key] = [fd, 0]
+            held[1] += 1
+        self._key, self._locked = key, True
+
+    def release(self) -> None:
+        """Let other processes write the folder (also when the object is garbage-collected or the process dies)."""
+        if not getattr(self, "_locked", False):
+            return
+        import fcntl
+
+        self._locked = False
+        with _HELD_GUARD:
+            held = _HELD[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[self._key]
+                fcntl.flock(held[0], fcntl.LOCK_UN)
+                os.close(held[0])
+
+    def __del__(self):
+        self.release()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------------------------------ config, metrics
     def write_config(self, config: dict) -> None:
         write_json_atomic(self.path / CONFIG, scrub_secrets(config))
 
@@ -132,34 +263,139 @@ class RunFolder:
         return json.loads(file.read_text()) if file.exists() else {}
 
     def log_metrics(self, metrics: dict) -> None:
-        with open(self.path / METRICS, "a") as handle:
-            handle.write(json.dumps(metrics, default=str) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.path / METRICS, [metrics])
 
     def metrics(self) -> list[dict]:
+        """The metric rows (a torn last line, left by a kill mid-append, is skipped)."""
+        from dspyrl.data import read_jsonl
+
         file = self.path / METRICS
-        if not file.exists():
-            return []
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        return [row for _, row in read_jsonl(file, torn_last_line=True)] if file.exists() else []
 
     def truncate_metrics(self, last_step: int) -> None:
-        """On resume: forget metric lines written after the checkpoint (the step that was interrupted)."""
-        kept = [m for m in self.metrics() if m.get("step", 0) <= last_step]
-        file = self.path / METRICS
-        tmp = file.with_name(f".{METRICS}.tmp")
-        tmp.write_text("".join(json.dumps(m, default=str) + "\n" for m in kept))
-        os.replace(tmp, file)
+        """On resume: keep one row per step up to the checkpoint's; what follows is replayed (the interrupted step)."""
+        kept, seen = [], set()
+        for row in self.metrics():
+            step = row.get("step", 0)
+            if step <= last_step and step not in seen:
+                seen.add(step)
+                kept.append(row)
+        write_text_atomic(self.path / METRICS, "".join(json.dumps(m, default=str) + "\n" for m in kept))
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def record_step(self, state: dict, metrics: dict) -> None:
+        """A step's metrics, then its checkpoint. Killed between the two, a resume (from the older checkpoint) drops
+        the step's row and replays the step: every step lands in metrics.jsonl exactly once."""
+        self.log_metrics(metrics)
+        self.save_checkpoint(state)
 
     def save_checkpoint(self, state: dict) -> None:
-        write_json_atomic(self.path / CHECKPOINT, state)
+        """Replace checkpoint.json atomically, keeping the one before as checkpoint.prev.json."""
+        text = json.dumps(state, indent=1, default=str)
+        current = self.path / CHECKPOINT
+        if current.exists():
+            os.replace(current, self.path / PREVIOUS_CHECKPOINT)
+        write_text_atomic(current, text)
 
     def load_checkpoint(self) -> dict | None:
-        file = self.path / CHECKPOINT
-        return json.loads(file.read_text()) if file.exists() else None
+        """The newest readable checkpoint; a torn or missing checkpoint.json falls back to the previous one (warning)."""
+        problem = None
+        for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+            file = self.path / name
+            try:
+                state = json.loads(file.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                problem = problem or "missing"
+                continue
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                problem = problem or "torn (not valid JSON)"
+                continue
+            if name == PREVIOUS_CHECKPOINT:
+                print(f"dspyrl: warning: {self.path / CHECKPOINT} is {problem}; resuming from the previous checkpoint "
+                      f"(step {state.get('step')})", file=sys.stderr)
+            return state
+        if problem and problem != "missing":
+            raise ConfigError(f"cannot resume {self.path}: {CHECKPOINT} is {problem} and there is no previous "
+                              f"checkpoint", hint="start a new run folder")
+        return None
 
+    # ------------------------------------------------------------------------------------------ results
     def save_program(self, program, name: str = PROGRAM) -> Path:
         return save_program(program, self.path / name)
+
+    def write_summary(self, summary: dict) -> dict:
+        """summary.json, in the one schema every command writes (SUMMARY_SCHEMA); returns what was written."""
+        summary = {"schema": SUMMARY_SCHEMA_VERSION, **summary, "run_folder": str(self.path)}
+        missing = [key for key in SUMMARY_SCHEMA["required"] if key not in summary]
+        if missing:  # a bug in the command, not bad input
+            raise ValueError(f"summary.json misses {', '.join(missing)}")
+        write_json_atomic(self.path / SUMMARY, summary)
+        return summary
+
+    def write_jsonl(self, name: str, rows: list[dict]) -> Path:
+        """A whole JSONL file (results.jsonl, pairs.jsonl), written atomically."""
+        write_text_atomic(self.path / name, "".join(json.dumps(row, default=str) + "\n" for row in rows))
+        return self.path / name
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Any other JSON file of the folder (comparison.json, ...), written atomically."""
+        write_json_atomic(self.path / name, obj)
+        return self.path / name
+
+    def write_text(self, name: str, text: str | bytes) -> Path:
+        """A report asset (report.html, plots/*.png), written atomically."""
+        write_text_atomic(self.path / name, text)
+        return self.path / name
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if old == new:
+        return []
+    show = lambda v: (repr(v)[:40] + "…") if len(repr(v)) > 41 else repr(v)  # noqa: E731
+    return [f"{prefix.rstrip('.')} {show(old)} (this run: {show(new)})"]
+
+
+def content_hash(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (data rows, source text) for a fingerprint."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- summary.json
+SUMMARY_SCHEMA_VERSION = 1
+_SCORE = {"type": "object", "required": ["score", "n", "failures"],
+          "properties": {"score": {"type": "number"}, "n": {"type": "integer", "minimum": 0},
+                         "failures": {"type": "integer", "minimum": 0},
+                         "ci95": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                         "wall_s": {"type": "number"}}}
+# The one shape of summary.json (JSON Schema). Command-specific keys (eval's components, optimize's best_val,
+# finetune's adapter_dir, compare's test) may follow the common ones.
+SUMMARY_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "dspyrl summary.json",
+    "type": "object",
+    "required": ["schema", "command", "program", "model", "format", "data", "run_folder", "scores", "lm_calls",
+                 "tokens", "cost", "wall_s"],
+    "properties": {
+        "schema": {"const": SUMMARY_SCHEMA_VERSION},
+        "command": {"enum": ["eval", "optimize", "finetune", "compare"]},
+        "program": {"type": "string"}, "model": {"type": "string"}, "format": {"type": ["string", "null"]},
+        "data": {"type": "string"}, "run_folder": {"type": "string"},
+        # eval: {"eval"}; optimize/finetune: {"test_before", "test_after"}; compare: {"A", "B"} (held-out scores)
+        "scores": {"type": "object", "minProperties": 1, "additionalProperties": _SCORE},
+        # every LM call the command made (scoring and training), their tokens (prompt + completion) and cost
+        "lm_calls": {"type": "integer", "minimum": 0}, "tokens": {"type": "integer", "minimum": 0},
+        "cost": {"type": "number", "minimum": 0},
+        "wall_s": {"type": "number", "minimum": 0},
+    },
+}
 
 
 # ----------------------------------------------------------------------------------------------- stopping, callbacks

@@ -73,7 +73,7 @@ def test_program_saves_in_dspy_format_and_loads_back(tmp_path):
     fresh.load(str(path))
     assert fresh.signature.instructions == "Answer briefly."
     assert fresh.demos[0]["answer"] == "2"
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["program.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["lock", "program.json"]
 
 
 def test_early_stopping_counts_evaluations_without_improvement():
@@ -95,3 +95,75 @@ def test_tensorboard_without_the_package_is_a_typed_error(tmp_path):
         callback = TensorBoardCallback(tmp_path)
         callback.on_step_end({"step": 1, "reward_mean": 0.5, "nested": {"kl": 0.1}})
         assert any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------- issue 18: run folders
+def test_a_folder_made_by_another_run_is_refused_unless_forced(tmp_path):
+    made = {"command": "optimize", "program": "reports", "signatures": {"classify": {"outputs": ["sentiment"]}}}
+    RunFolder(tmp_path / "run", fingerprint=made).release()
+    other = {**made, "signatures": {"classify": {"outputs": ["label"]}}}  # same shape, a renamed output field
+    with pytest.raises(ConfigError, match=r"made by a different run: signatures.classify.outputs"):
+        RunFolder(tmp_path / "run", fingerprint=other)
+    with pytest.raises(ConfigError, match="made by a different run: command 'optimize' \\(this run: 'eval'\\)"):
+        RunFolder(tmp_path / "run", fingerprint={**made, "command": "eval"})
+    RunFolder(tmp_path / "run", fingerprint=other, force=True).release()  # --force: written, and recorded
+    assert json.loads((tmp_path / "run" / "fingerprint.json").read_text()) == other
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a run")
+    with pytest.raises(ConfigError, match="not empty and was not made by a dspyrl run"):
+        RunFolder(tmp_path / "mine", fingerprint=made)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a run folder"):
+        RunFolder(tmp_path / "file", fingerprint=made)
+
+
+_HOLD = """
+import sys, time
+from dspyrl.runs import RunFolder
+run = RunFolder(sys.argv[1])
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_one_process_per_folder_and_a_killed_process_leaves_no_stuck_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=f"in use by another process \\(pid {holder.pid}\\)"):
+            RunFolder(folder)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    RunFolder(folder).release()  # the kernel dropped the dead process's lock: no stale lock to clean up by hand
+
+
+def test_a_torn_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path, capsys):
+    run = RunFolder(tmp_path / "run")
+    run.record_step({"step": 1}, {"step": 1})
+    run.record_step({"step": 2}, {"step": 2})
+    (tmp_path / "run" / "checkpoint.json").write_text('{"step": 3, "pol')  # torn by a crash mid-write
+    assert run.load_checkpoint() == {"step": 1}  # the last two are kept: the torn step 2 and the good step 1
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint.json is torn" in err and "previous checkpoint (step 1)" in err and "\n" not in err
+    (tmp_path / "run" / "checkpoint.prev.json").write_text("")
+    with pytest.raises(ConfigError, match="torn .* no previous checkpoint"):
+        run.load_checkpoint()
+
+
+def test_a_kill_between_metrics_and_checkpoint_replays_the_step_once(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.record_step({"step": 1}, {"step": 1})
+    run.log_metrics({"step": 2})  # killed here: step 2's row is written, its checkpoint is not
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 3, "rew')  # and a torn row from a kill mid-append
+    assert [m["step"] for m in run.metrics()] == [1, 2]
+    state = run.load_checkpoint()
+    run.truncate_metrics(state["step"])  # what a resume does; then it replays step 2
+    run.record_step({"step": 2}, {"step": 2})
+    assert [m["step"] for m in run.metrics()] == [1, 2]

@@ -49,14 +49,16 @@ def run_command(args) -> int:
     c = settings_of(CompareConfig, args)
     compare_specs(c.a, c.b, program=c.program, data=c.data, split=c.split, model=c.model, judge=c.judge, out=c.out,
                   limit=c.limit, max_tokens=c.max_tokens, judge_max_tokens=c.judge_max_tokens, num_threads=c.threads,
-                  temperature=c.temperature, seed=c.seed, cache=not c.no_cache, format=c.format)
+                  temperature=c.temperature, seed=c.seed, cache=not c.no_cache, format=c.format,
+                  force=c.force)
     return 0
 
 
 def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | None = None, split: str = "test",
                   model: str = "smollm2", judge: str | None = None, out: str | Path | None = None,
                   limit: int | None = None, max_tokens: int = 128, format: str | None = None,
-                  judge_max_tokens: int = ModelOptions.judge_max_tokens, console=None, **settings):
+                  judge_max_tokens: int = ModelOptions.judge_max_tokens, force: bool = False, console=None,
+                  **settings):
     """`dspyrl compare A B`: resolve the arms and the data, run, print the table, write comparison.json + report.html.
 
     The data are `--data FILE` (checked against the program's own examples' fields) or, without it, the program's
@@ -79,6 +81,16 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
             raise ConfigError(f"--split must be 'test' or 'all', got '{split}'")
         examples = split_examples(own_examples, seed=0)[2] if split == "test" else own_examples
         examples = examples[:limit] if limit else examples
+    # claimed before any model loads: an earlier comparison in --out is not replaced without --force
+    from dspyrl.runs import COMPARISON, RunFolder, content_hash
+
+    out = Path(out or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}")
+    rows = [dict(example.items()) for example in examples]
+    run = RunFolder(out, force=force, fingerprint={"command": "compare", "program": program_file.name, "a": a, "b": b,
+                                                   "data": content_hash(rows), "model": model, "format": format,
+                                                   "judge": judge})
+    if run.file(COMPARISON).exists() and not force:
+        raise ConfigError(f"{out} already holds a comparison", hint="choose another --out or pass --force")
     lm_cache: dict = {}
     lm_kwargs = {"temperature": 0.0, "max_tokens": max_tokens}
     with console.status("loading the models…"):
@@ -105,8 +117,27 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     result = comparator.run()
     result.settings.update({"program": program_file.name, "data": data or f"{program_file.name} ({split} split)",
                             "model": model, "judge": judge, "max_tokens": max_tokens, "format": format})
-    out = Path(out or Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}")
     report = result.save(out)
+    _write_summary(run, result, program_file.name, model, format, data or f"{program_file.name} ({split} split)")
+    run.release()
     result.print_table(console)
     console.print(f"wrote {out / 'comparison.json'} and {report}")
     return result
+
+
+def _write_summary(run, result, program: str, model: str, format: str | None, data: str) -> None:
+    """summary.json in the one schema: each arm's score on the paired examples, the test's verdict, the counters."""
+    stats, cost = result.stats, result.cost
+    scores = {}
+    for letter, mean in (("A", stats.mean_a), ("B", stats.mean_b)):
+        c = cost[letter]
+        failed = round((c["error_rate"] + c["parse_failure_rate"]) * max(1, c["rollouts"]))
+        scores[letter] = {"score": mean, "n": c["rollouts"], "failures": int(failed), "wall_s": c["wall_s"]}
+    run.write_summary({
+        "command": "compare", "program": program, "model": model, "format": format, "data": data, "scores": scores,
+        "lm_calls": sum(int(cost[x]["lm_calls"]) for x in "AB"),
+        "tokens": sum(int(cost[x]["prompt_tokens"]) + int(cost[x]["completion_tokens"]) for x in "AB"),
+        "cost": sum(float(cost[x]["cost"] or 0.0) for x in "AB"),
+        "wall_s": sum(float(cost[x].get("wall_s", 0.0)) for x in "AB"),
+        "arms": {x: result.arms[x]["name"] for x in "AB"}, "verdict": result.verdict,
+        "difference": {"mean": stats.mean_diff, "ci": [stats.ci_low, stats.ci_high]}})

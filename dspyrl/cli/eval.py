@@ -13,9 +13,6 @@ training score mean the same thing. Files are written atomically (temp file, fsy
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +20,9 @@ from typing import Any
 
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
-from dspyrl.cli.options import ModelOptions, add_settings, judge_lm as build_judge_lm, settings_of, task_lm
+from dspyrl.cli.options import (ModelOptions, add_settings, check_format, judge_lm as build_judge_lm, run_fingerprint,
+                                settings_of, task_lm)
+from dspyrl.score import summarize  # noqa: F401  (its home was here; callers may still import it from dspyrl.cli.eval)
 
 
 @dataclass(kw_only=True)
@@ -52,14 +51,12 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
 
     from dspyrl.formats import resolve_format
     from dspyrl.data import DataSpec, load_examples
-    from dspyrl.program_file import load_program_file
-    from dspyrl.rollout import run_rollouts
+    from dspyrl.program_file import load_program_file, program_fingerprint
+    from dspyrl.runs import CONFIG, RESULTS, SUMMARY, RunFolder
+    from dspyrl.score import score_entry, score_program
 
     console = console or Console()
     out = Path(config.out or f"runs/eval-{Path(config.program).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (out / "summary.json").exists() and not config.force:
-        raise ConfigError(f"run folder {out} already holds an evaluation", hint="choose another --out or pass --force")
-
     spec = load_program_file(config.program)
     program = spec.build_program()
     own_examples = spec.load_examples()
@@ -69,24 +66,32 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
         examples = own_examples
     if config.limit:
         examples = examples[: config.limit]
+    # the folder is claimed before any model loads: a wrong --out costs nothing
+    run = RunFolder(out, force=config.force, fingerprint=run_fingerprint("eval", spec, program, examples, config,
+                                                                         ["judge", "temperature", "max_tokens"]))
+    if run.file(SUMMARY).exists() and not config.force:
+        raise ConfigError(f"run folder {out} already holds an evaluation", hint="choose another --out or pass --force")
 
+    check_format(config.format, program, None)
     if lm is None:
         with console.status(f"loading {config.model}…"):
             lm = task_lm(config, temperature=config.temperature)
     if judge_lm is None and config.judge:
         judge_lm = build_judge_lm(config)
     reward = spec.build_reward(judge_lm=judge_lm)
+    chosen_format = resolve_format(config.format, lm)
+    check_format(config.format, program, lm)
 
     console.print(f"[bold]dspyrl eval[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan]"
                   f"{f' (judge {config.judge})' if config.judge else ''}, {len(examples)} examples"
                   f"{f' from {config.data}' if config.data else ''}")
-    batch = run_rollouts(program, examples, reward, lm=lm, num_threads=config.threads, progress=True,
-                         format=resolve_format(config.format, lm), failure_reward=config.failure_reward,
-                         description=f"eval {spec.name}")
-
-    summary = summarize(batch, examples, component_names=list(getattr(reward, "weights", {}) or []))
-    summary.update(program=spec.name, model=config.model, judge=config.judge, data=config.data or "(program's own)",
-                   run_folder=str(out))
+    summary, batch = score_program(program, examples, reward, lm, format=chosen_format, num_threads=config.threads,
+                                   progress=True, failure_reward=config.failure_reward,
+                                   description=f"eval {spec.name}",
+                                   component_names=list(getattr(reward, "weights", {}) or []))
+    summary = {"command": "eval", "program": spec.name, "model": config.model, "format": config.format,
+               "data": config.data or "(program's own)", "scores": {"eval": score_entry(summary)},
+               "judge": config.judge, **summary}
     judges = _judges(reward)
     if judges:
         summary["judge_stats"] = {name: {"judgements": j.stats.judgements, "cache_hits": j.stats.cache_hits,
@@ -95,43 +100,14 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
                                          "inconsistency_rate": j.stats.inconsistency_rate}
                                   for name, j in judges.items()}
 
-    from dspyrl.runs import save_program, scrub_secrets, write_json_atomic
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", scrub_secrets({**asdict(config), "out": str(out)}))
-    _write_text_atomic(out / "results.jsonl", "".join(
-        json.dumps(_result_row(rollout, examples[rollout.example_index]), default=str) + "\n"
-        for rollout in batch.rollouts))
-    save_program(program, out / "program.json")
-    write_json_atomic(out / "summary.json", summary)
+    run.write_config({**asdict(config), "out": str(out)})
+    run.write_jsonl(RESULTS, [_result_row(rollout, examples[rollout.example_index]) for rollout in batch.rollouts])
+    run.save_program(program)
+    summary = run.write_summary(summary)
+    run.release()
     console.print(summary_table(summary))
     console.print(f"run folder: {out}")
     return summary
-
-
-def summarize(batch, examples, component_names: list[str] | None = None) -> dict[str, Any]:
-    """The numbers of one evaluation: mean reward and its 95% interval, components, failures, tokens, cost, time.
-
-    The interval is a seeded percentile bootstrap of the mean: it stays inside the rewards' range (a t-interval of 4
-    binary rewards ran from -0.42 to 1.42)."""
-    from dspyrl.compare.stats import bootstrap_ci
-
-    rewards = [r.reward.total for r in batch.rollouts]
-    n = len(rewards)
-    mean = sum(rewards) / n if n else 0.0
-    ci95 = list(bootstrap_ci(rewards, seed=0)) if n > 1 else None
-    latencies = sorted(r.latency_s for r in batch.rollouts)
-    return {
-        "examples": len(examples), "rollouts": n, "mean_reward": mean,
-        "ci95": ci95,
-        "components": batch.component_means(component_names),
-        "failures": batch.failures, "failure_rate": batch.failures / n if n else 0.0,
-        "reward_failures": batch.reward_failures, "error_types": batch.error_types,
-        "lm_calls": batch.lm_calls, "truncated": batch.truncated, "prompt_tokens": batch.prompt_tokens, "completion_tokens": batch.completion_tokens,
-        "cost": batch.cost, "wall_s": batch.wall_s,
-        "latency_median_s": latencies[n // 2] if n else 0.0,
-        "latency_p90_s": latencies[min(n - 1, int(0.9 * n))] if n else 0.0,
-    }
 
 
 def summary_table(summary: dict[str, Any]):
@@ -181,19 +157,6 @@ def _judges(reward) -> dict[str, Any]:
     if isinstance(reward, WeightedReward):
         return {c.name: c.reward for c in reward.components if isinstance(c.reward, RewardModule)}
     return {}
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- the command line

@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from dspyrl.config import check_settings, setting
-from dspyrl.runs import write_json_atomic
-from dspyrl.cli.options import ModelOptions, add_settings, judge_lm, settings_of, task_lm
+from dspyrl.runs import PROGRAM, RunFolder
+from dspyrl.score import score_entry, score_program
+from dspyrl.cli.options import ModelOptions, add_settings, judge_lm, run_fingerprint, settings_of, task_lm
 
 METHODS = ("grpo", "dpo")
 TRAINABLE_FORMATS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
@@ -34,7 +35,6 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
     from dspyrl.data import split_examples
     from dspyrl.errors import ConfigError
     from dspyrl.optim.weights.base import local_model_of
-    from dspyrl.cli.optimize import evaluate
     from dspyrl.program_file import load_program_file
 
     model, method, out, resume, pairs, format = (config.model, config.method, config.out, config.resume, config.pairs,
@@ -49,9 +49,16 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
     if resume and not out:
         raise ConfigError("--resume needs --out: the run folder to continue")
     console = console or Console()
-    spec = load_program_file(program)
-    train, val, test = split_examples(spec.load_examples(), seed=seed)
+    spec = load_program_file(config.program)
+    student = spec.build_program()
+    examples = spec.load_examples()
+    train, val, test = split_examples(examples, seed=seed)
     out = Path(out or Path("runs") / f"{spec.name}-{method}-{datetime.now():%Y%m%d-%H%M%S}")
+    # claimed before any model loads; the step count and the threads may change on resume, nothing else
+    fingerprint = run_fingerprint("finetune", spec, student, examples, config, ["judge", "method", "pairs", "seed",
+                                                                              "max_tokens"])
+    fingerprint["training"] = {k: v for k, v in settings.items() if k not in ("steps", "num_threads")}
+    run = RunFolder(out, resume=resume, force=config.force, fingerprint=fingerprint)
     console.print(f"[bold]dspyrl finetune[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{model}[/cyan] with LoRA "
                   f"{method.upper()}, {steps} steps — {len(train)} train / {len(val)} val / {len(test)} test rows, "
                   f"run folder {out}")
@@ -59,7 +66,6 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
         lm = task_lm(config)
         reward_judge = judge_lm(config)
     reward = spec.build_reward(judge_lm=reward_judge)
-    student = spec.build_program()
     dspy_format = resolve_format(format)
     # The weights learn to answer in this format: pinned on the student, every scoring run here uses it, and the saved
     # program keeps it, so `dspyrl compare` of the run folder asks the tuned model the way it was trained.
@@ -80,20 +86,26 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
     optimizer.check(student, train)
 
     with console.status("scoring the starting program on the test split…"):
-        before = evaluate(student, test, reward, lm, num_threads=threads)
+        before, _ = score_program(student, test, reward, lm, num_threads=threads)
     started = time.perf_counter()
     optimized = optimizer.compile(student, trainset=train, valset=val)
     train_s = time.perf_counter() - started
     tuned_lm = next(p.lm for _, p in optimized.named_predictors())
     with console.status("scoring the fine-tuned program on the test split…"):
-        after = evaluate(optimized, test, reward, tuned_lm, num_threads=threads)
+        after, _ = score_program(optimized, test, reward, tuned_lm, num_threads=threads)
 
     result = optimizer.result
-    summary = {"program": spec.name, "model": model, "method": method, "format": format, "steps": result.steps,
-               "test_before": before, "test_after": after, "val_before": result.val_before,
-               "val_after": result.val_after, "train_wall_s": result.train_wall_s, "finetune_wall_s": train_s,
-               "adapter_dir": result.adapter_dir, "program_json": str(out / "program.json"), **result.details}
-    write_json_atomic(out / "summary.json", summary)
+    summary = run.write_summary({
+        "command": "finetune", "program": spec.name, "model": model, "format": format,
+        "data": f"{spec.name} (train/val/test split, seed {seed})",
+        "scores": {"test_before": score_entry(before), "test_after": score_entry(after)},
+        # the test scorings' calls; the trainer's generations are in metrics.jsonl
+        "lm_calls": before["lm_calls"] + after["lm_calls"], "tokens": before["tokens"] + after["tokens"],
+        "cost": before["cost"] + after["cost"], "wall_s": before["wall_s"] + train_s + after["wall_s"],
+        "method": method, "steps": result.steps, "val_before": result.val_before, "val_after": result.val_after,
+        "train_wall_s": result.train_wall_s, "finetune_wall_s": train_s, "adapter_dir": result.adapter_dir,
+        "program_json": str(run.file(PROGRAM)), **result.details})
+    run.release()
     _show(console, summary)
     return summary
 
@@ -102,7 +114,7 @@ def _show(console: Console, summary: dict) -> None:
     table = Table(title=f"{summary['program']} on {summary['model']}: held-out test split")
     for column in ("program", "test score", "failed runs", "train steps", "wall time"):
         table.add_column(column, justify="right")
-    before, after = summary["test_before"], summary["test_after"]
+    before, after = summary["scores"]["test_before"], summary["scores"]["test_after"]
     table.add_row("starting", f"{before['score']:.1%}", f"{before['failures']}/{before['n']}", "", "")
     table.add_row(f"LoRA {summary['method'].upper()}", f"{after['score']:.1%}", f"{after['failures']}/{after['n']}",
                   str(summary["steps"]), f"{summary['finetune_wall_s']:.0f} s")

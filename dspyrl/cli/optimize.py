@@ -8,6 +8,7 @@ Everything lands in the run folder: config, metrics.jsonl, checkpoint, program.j
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,18 +20,10 @@ from rich.table import Table
 
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
-from dspyrl.runs import write_json_atomic
-from dspyrl.cli.options import ModelOptions, add_settings, judge_lm, settings_of, task_lm
-
-
-def evaluate(program, examples, reward, lm, *, num_threads: int = 4) -> dict:
-    """Mean reward of `program` on `examples` (one greedy run each) and how many runs failed."""
-    from dspyrl.rollout import run_rollouts
-
-    batch = run_rollouts(program, examples, reward, lm=lm, num_threads=num_threads, progress=False)
-    rewards = [float(r.reward.total) for r in batch.rollouts]
-    return {"score": sum(rewards) / max(1, len(rewards)), "n": len(rewards),
-            "failures": sum(1 for r in batch.rollouts if r.error), "wall_s": batch.wall_s}
+from dspyrl.runs import PROGRAM, RunFolder
+from dspyrl.score import score_entry, score_program
+from dspyrl.cli.options import (ModelOptions, add_settings, check_format, judge_lm, run_fingerprint, settings_of,
+                                task_lm)
 
 
 def optimize_program(config: OptimizeConfig, *, console: Console | None = None, **grpo_settings) -> dict:
@@ -49,36 +42,49 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
     seed, threads = config.seed, config.threads
     grpo_config = GRPOConfig(**{"seed": seed, "num_threads": threads, **grpo_settings})
     spec = load_program_file(config.program)
-    train, val, test = split_examples(spec.load_examples(), seed=seed)
+    student = spec.build_program()
+    examples = spec.load_examples()
+    train, val, test = split_examples(examples, seed=seed)
     out = Path(config.out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    # claimed before any model loads; the budget and the threads may change on resume, nothing else
+    fingerprint = run_fingerprint("optimize", spec, student, examples, config, ["judge", "reflection_model", "seed",
+                                  "fixed_format", "max_tokens"])
+    fingerprint["grpo"] = {k: v for k, v in dataclasses.asdict(grpo_config).items()
+                           if k not in ("max_metric_calls", "num_threads")}
+    run = RunFolder(out, resume=config.resume, force=config.force, fingerprint=fingerprint)
     console.print(f"[bold]dspyrl optimize[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan] — "
                   f"{len(train)} train / {len(val)} val / {len(test)} test rows, budget "
                   f"{grpo_config.max_metric_calls} metric calls, run folder {out}")
+    check_format(config.format, student, None)
     with console.status("loading the model…"):
         lm = task_lm(config)
         reward_judge = judge_lm(config)
         reflection_lm = lm_from_spec(config.reflection_model, temperature=1.0) if config.reflection_model else None
     reward = spec.build_reward(judge_lm=reward_judge)
-    student = spec.build_program()
     chosen_format = resolve_format(config.format, lm)
+    check_format(config.format, student, lm)
 
     with dspy.context(adapter=chosen_format) if chosen_format is not None else contextlib.nullcontext():
         with console.status("scoring the starting program on the test split…"):
-            before = evaluate(student, test, reward, lm, num_threads=threads)
+            before, _ = score_program(student, test, reward, lm, num_threads=threads)
         started = time.perf_counter()
         optimizer = GRPO(reward, grpo_config, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=config.resume)
         optimized = optimizer.compile(student, trainset=train, valset=val)
         optimize_s = time.perf_counter() - started
         with console.status("scoring the optimized program on the test split…"):
-            after = evaluate(optimized, test, reward, lm, num_threads=threads)
+            after, _ = score_program(optimized, test, reward, lm, num_threads=threads)
 
     state = optimizer.state
-    summary = {"program": spec.name, "model": config.model, "format": type(chosen_format).__name__ if chosen_format else None,
-               "test_before": before, "test_after": after,
-               "best_val": state.best, "metric_calls": state.metric_calls, "lm_calls": state.lm_calls,
-               "steps": state.step, "stopped": state.stopped, "optimize_wall_s": optimize_s,
-               "program_json": str(out / "program.json")}
-    write_json_atomic(out / "summary.json", summary)
+    summary = run.write_summary({
+        "command": "optimize", "program": spec.name, "model": config.model, "format": config.format,
+        "data": f"{spec.name} (train/val/test split, seed {seed})",
+        "scores": {"test_before": score_entry(before), "test_after": score_entry(after)},
+        "lm_calls": before["lm_calls"] + state.lm_calls + after["lm_calls"],
+        "tokens": before["tokens"] + state.tokens + after["tokens"],
+        "cost": before["cost"] + state.cost + after["cost"], "wall_s": before["wall_s"] + optimize_s + after["wall_s"],
+        "best_val": state.best, "metric_calls": state.metric_calls, "steps": state.step, "stopped": state.stopped,
+        "optimize_wall_s": optimize_s, "program_json": str(run.file(PROGRAM))})
+    run.release()
     show_story(console, summary, optimized)
     return summary
 
@@ -88,7 +94,7 @@ def show_story(console: Console, summary: dict, optimized) -> None:
     table = Table(title=f"{summary['program']} on {summary['model']}{starting}: held-out test split")
     for column in ("program", "test score", "failed runs", "metric calls", "wall time"):
         table.add_column(column, justify="right")
-    before, after = summary["test_before"], summary["test_after"]
+    before, after = summary["scores"]["test_before"], summary["scores"]["test_after"]
     table.add_row("starting", f"{before['score']:.1%}", f"{before['failures']}/{before['n']}", "", "")
     table.add_row("GRPO-optimized", f"{after['score']:.1%}", f"{after['failures']}/{after['n']}",
                   str(summary["metric_calls"]), f"{summary['optimize_wall_s']:.0f} s")

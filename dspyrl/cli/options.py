@@ -94,6 +94,31 @@ def judge_lm(options: ModelOptions, spec: str | None = None):
                        "judge")
 
 
+def check_format(name: str | None, program, lm) -> None:
+    """`--format choice` where it cannot apply is an error, not a silent fallback to compact."""
+    if name != "choice":
+        return
+    from dspyrl.errors import ConfigError
+    from dspyrl.formats import choice_outputs, guided_choice_route
+
+    free = [n for n, p in program.named_predictors() if choice_outputs(p.signature) is None]
+    if free:
+        raise ConfigError(f"--format choice does not apply to predictor {', '.join(free)}: its outputs are free text, "
+                          f"not Literal/Enum/bool fields", hint="use --format compact, chat or json (or auto)")
+    if lm is not None and guided_choice_route(lm) is None:
+        raise ConfigError(f"--format choice needs a model that takes guided_choice (a local model or `dspyrl serve`), "
+                          f"not {getattr(lm, 'model', lm)}", hint="use --format compact, chat or json (or auto)")
+
+
+def run_fingerprint(command: str, spec, program, examples: list, options: ModelOptions, keys: list[str]) -> dict:
+    """A run folder's fingerprint: the command, the program file (source, signatures, data) and the options that make
+    the run what it is (`keys` of `options`, beside the model and the format)."""
+    from dspyrl.program_file import program_fingerprint
+
+    return {"command": command, **program_fingerprint(spec, program, examples),
+            "model": options.model, "format": options.format, **{k: getattr(options, k) for k in keys}}
+
+
 # ----------------------------------------------------------------------------------------------- dataclass → argparse
 def add_settings(parser: argparse.ArgumentParser, config_class: type, names: list[str] | None = None, *,
                  defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None) -> None:

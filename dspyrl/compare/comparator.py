@@ -108,6 +108,7 @@ def _formats_note(program) -> str:
 
 def _load_saved_program(program_file, path: Path) -> dspy.Module:
     program = program_file.build_program()
+    _check_saved_fields(program, program_file.name, path)
     try:
         program.load(str(path))
     except Exception as err:  # DSPy raises KeyError/ValueError/JSONDecodeError for a state of another program
@@ -116,6 +117,29 @@ def _load_saved_program(program_file, path: Path) -> dspy.Module:
     for predictor in program.predictors():
         predictor.lm = None  # an LM saved with the program would override the arm's: the arm decides what runs it
     return program
+
+
+def _check_saved_fields(program, program_name: str, path: Path) -> None:
+    """A saved state of another program with the same predictor names loads without complaint (DSPy copies the
+    saved field prefixes onto ours by position): compare each predictor's fields before loading."""
+    import json
+
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # DSPy's own load reports it
+    for name, predictor in program.named_predictors():
+        state = saved if name == "self" else saved.get(name)
+        fields = ((state or {}).get("signature") or {}).get("fields") if isinstance(state, dict) else None
+        if not isinstance(fields, list):
+            continue
+        theirs = [str(f.get("prefix", "")).rstrip(":").strip().lower() for f in fields if isinstance(f, dict)]
+        ours = [str(f.json_schema_extra.get("prefix", "")).rstrip(":").strip().lower()
+                for f in predictor.signature.fields.values()]
+        if theirs != ours:
+            raise ConfigError(f"{path} is not a saved state of the '{program_name}' program: predictor {name} has "
+                              f"fields {', '.join(theirs)}, the program's has {', '.join(ours)}",
+                              hint="pass the matching --program")
 
 
 def _as_arm(value, letter: str) -> Arm:
@@ -174,6 +198,8 @@ def summarize_pairwise(judgements: list, lengths_a: list[int], lengths_b: list[i
     `judgements` are `PairwiseJudgement`s from `RewardModule.compare`, which asks A-first and B-first and calls a
     disagreement a tie. The inconsistency rate is over the examples where both orders gave a verdict; a judge that
     always prefers the first position flips on every example (1.0) and produces nothing but ties."""
+    from dspyrl.rewards.judge_check import pairwise_check
+
     winners = [j.winner for j in judgements]
     judged = [j for j in judgements if not j.failed]
     b_wins, a_wins = winners.count("B"), winners.count("A")
@@ -185,6 +211,7 @@ def summarize_pairwise(judgements: list, lengths_a: list[int], lengths_b: list[i
         "failures": len(judgements) - len(judged),
         "mean_length_a": float(np.mean(lengths_a)) if lengths_a else None,
         "mean_length_b": float(np.mean(lengths_b)) if lengths_b else None,
+        "check": pairwise_check(judgements),  # position bias, agreement of the two orders, ties (judge-check's)
     }
 
 
@@ -225,14 +252,14 @@ class ComparisonResult:
 
     def save(self, out_dir: str | Path) -> Path:
         """Write comparison.json (atomically) and the HTML report; returns the report path."""
-        from dspyrl.compare.report import COMPARISON_FILE, write_comparison_report
-        from dspyrl.runs import scrub_secrets, write_json_atomic
+        from dspyrl.compare.report import write_comparison_report
+        from dspyrl.runs import COMPARISON, scrub_secrets, write_json_atomic
 
         out_dir = Path(out_dir)
         record = self.to_dict()
         # Only names and descriptions of arms and settings could ever carry a credential; examples are user data, kept.
         record["arms"], record["settings"] = scrub_secrets(record["arms"]), scrub_secrets(record["settings"])
-        write_json_atomic(out_dir / COMPARISON_FILE, record)
+        write_json_atomic(out_dir / COMPARISON, record)
         return write_comparison_report(out_dir)
 
     def print_table(self, console=None) -> None:

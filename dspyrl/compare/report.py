@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from dspyrl.errors import ConfigError, DataError
+from dspyrl.runs import (COMPARISON as COMPARISON_FILE, METRICS as METRICS_FILE, PLOTS, REPORT as REPORT_FILE,
+                         RESULTS as RESULTS_FILE, SUMMARY as SUMMARY_FILE, write_text_atomic)
 
-COMPARISON_FILE = "comparison.json"
-METRICS_FILE = "metrics.jsonl"  # an optimization run (optimize / finetune)
-RESULTS_FILE, SUMMARY_FILE = "results.jsonl", "summary.json"  # an evaluation (dspyrl eval)
-REPORT_FILE = "report.html"
 MOST_DIFFERENT = 12  # examples shown side by side
 
 _COLOR_A, _COLOR_B = "#4c72b0", "#dd8452"
@@ -185,8 +183,7 @@ def _text_block(value) -> str:
 
 
 def _write(run_dir: Path, name: str, data: bytes) -> None:
-    (run_dir / "plots").mkdir(exist_ok=True)
-    (run_dir / "plots" / name).write_bytes(data)
+    write_text_atomic(run_dir / PLOTS / name, data)
 
 
 def _read_json(path: Path) -> dict:
@@ -240,7 +237,7 @@ def write_comparison_report(run_dir: str | Path) -> Path:
     parts.append(f"<h2>The most different examples</h2>{_most_different(examples, names)}")
     html_text = _page(f"dspyrl comparison: {names[0]} vs {names[1]}", "\n".join(parts))
     path = run_dir / REPORT_FILE
-    path.write_text(html_text, encoding="utf-8")
+    write_text_atomic(path, html_text)
     return path
 
 
@@ -278,6 +275,12 @@ def _judge_table(j: dict, names: tuple[str, str]) -> str:
             ["judge failures (counted as ties)", j.get("failures", 0)],
             [f"mean output length {names[0]} / {names[1]} (characters)",
              f"{_fmt(j.get('mean_length_a'))} / {_fmt(j.get('mean_length_b'))}"]]
+    check = j.get("check") or {}  # dspyrl.rewards.judge_check.pairwise_check: can this judge be trusted here?
+    if check:
+        rows += [["judge check: decisive verdicts for the output shown first (0.5 = no position bias)",
+                  _fmt(check.get("first_position_rate"))],
+                 ["judge check: both orders agree", _fmt(check.get("consistency"))],
+                 ["judge check: share of ties", _fmt(check.get("ties"))]]
     return _table(["pairwise judge", "value"], rows) + (
         '<p class="muted">Judges favour longer answers; read the win rate beside the lengths.</p>')
 
@@ -336,17 +339,9 @@ def _output(row: dict, arm: str):
 
 # ----------------------------------------------------------------------------------------------- GRPO / eval run report
 def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"not valid JSON: {err.msg}", file=str(path), line=number) from err
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    from dspyrl.data import read_jsonl as rows_of
+
+    return [row for _, row in rows_of(path, torn_last_line=True)]
 
 
 def write_run_report(run_dir: str | Path) -> Path:
@@ -381,7 +376,7 @@ def write_run_report(run_dir: str | Path) -> Path:
                          f"{_e(json.dumps(_read_json(run_dir / name), indent=2))}</pre>")
     html_text = _page(f"dspyrl run {run_dir.name}", "\n".join(parts))
     path = run_dir / REPORT_FILE
-    path.write_text(html_text, encoding="utf-8")
+    write_text_atomic(path, html_text)
     return path
 
 
@@ -462,5 +457,5 @@ def write_eval_report(run_dir: str | Path) -> Path:
                      f'<pre class="inputs">{_e(_plain(row.get("inputs", {})))}</pre><b>expected</b>'
                      f'<pre class="inputs">{_e(_plain(row.get("gold", {})))}</pre><b>output</b>{_text_block(outcome)}</div>')
     path = run_dir / REPORT_FILE
-    path.write_text(_page(title, "\n".join(parts)), encoding="utf-8")
+    write_text_atomic(path, _page(title, "\n".join(parts)))
     return path

@@ -200,15 +200,26 @@ def verdict_line(s: PairedStats, *, names: tuple[str, str] = ("A", "B")) -> str:
     def number(x: float, signed: bool = True) -> str:
         return f"{x * s.scale:+.{digits}f}" if signed else f"{x * s.scale:.{digits}f}"
 
+    # The test decides (McNemar for right/wrong scores, Wilcoxon for graded ones); the interval is the paired
+    # bootstrap's. On few discordant pairs they can disagree (an interval of [2.1, 16.7] beside McNemar p = 0.125):
+    # the line then says so instead of printing a verdict its own interval contradicts.
     tail = f"{format_p(s.p_value)} ({s.test}, n = {s.n})"
+    interval = f"[{number(s.ci_low, False)}, {number(s.ci_high, False)}]"
+    excludes_zero = s.ci_low > 0 or s.ci_high < 0
     if s.significant:
         if s.mean_diff >= 0:
             winner, loser, d, low, high = name_b, name_a, s.mean_diff, s.ci_low, s.ci_high
         else:  # report A − B so the winner's margin is positive and the CI reads the same way
             winner, loser, d, low, high = name_a, name_b, -s.mean_diff, -s.ci_high, -s.ci_low
-        return f"{winner} beats {loser} by {number(d)}{unit} [{number(low, False)}, {number(high, False)}], {tail}"
-    line = (f"no significant difference: {name_b} − {name_a} = {number(s.mean_diff)}{unit} "
-            f"[{number(s.ci_low, False)}, {number(s.ci_high, False)}], {tail}")
+        line = f"{winner} beats {loser} by {number(d)}{unit} [{number(low, False)}, {number(high, False)}], {tail}"
+        if not excludes_zero:
+            line += f"; decided by {s.test}: the {s.confidence:.0%} bootstrap interval still includes 0"
+        return line
+    line = f"no significant difference: {name_b} − {name_a} = {number(s.mean_diff)}{unit} {interval}, {tail}"
+    if excludes_zero:
+        line += (f"; decided by {s.test}: the {s.confidence:.0%} bootstrap interval excludes 0, but the test has too "
+                 f"little evidence" + (f" ({s.mcnemar['b_only'] + s.mcnemar['a_only']} discordant pairs)"
+                                       if s.mcnemar else ""))
     if s.n_for_power is not None:
         line += f"; about {s.n_for_power:,} examples would be needed to detect {number(s.mean_diff)}{unit} at 80% power"
     return line

@@ -45,8 +45,11 @@ def test_eval_cli_on_a_local_model_writes_the_run_folder(tiny_model_dir, tmp_pat
     program.load(str(out / "program.json"))
     assert program.demos  # the worked example was saved with the program
 
-    # the same folder again is refused, one line, exit 2
+    # the same folder again is refused, one line, exit 2: the same evaluation, or (here) another one
     assert main(["eval", "math_xml", "--model", str(tiny_model_dir), "--limit", "1", "--out", str(out)]) == 2
+    assert "was made by a different run" in capsys.readouterr().err
+    assert main(["eval", "programs/math_xml.py", "--model", str(tiny_model_dir), "--limit", "3", "--max-tokens", "12",
+                 "--out", str(out)]) == 2
     assert "already holds an evaluation" in capsys.readouterr().err
 
 

@@ -47,7 +47,7 @@ def test_optimize_writes_a_run_folder_and_improves_the_held_out_score(tiny_model
             "--max-tokens", "4", "--threads", "4"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["test_before"]["score"] == 0.0 and summary["test_after"]["score"] == 1.0
+    assert summary["scores"]["test_before"]["score"] == 0.0 and summary["scores"]["test_after"]["score"] == 1.0
     assert summary["metric_calls"] <= 56 and summary["steps"] >= 2
     assert {"config.json", "metrics.jsonl", "checkpoint.json", "program.json"} <= {p.name for p in out.iterdir()}
     printed = capsys.readouterr().out

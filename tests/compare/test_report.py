@@ -125,7 +125,7 @@ def test_bad_run_folders_give_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="has none of comparison.json, metrics.jsonl or results.jsonl"):
         write_report(tmp_path)
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{oops\n')
-    with pytest.raises(DataError, match=r"metrics.jsonl:2: not valid JSON") as info:
+    with pytest.raises(DataError, match=r"metrics.jsonl:2: invalid JSON") as info:
         write_report(tmp_path)
     assert "\n" not in str(info.value)
     broken = tmp_path / "cmp"

@@ -156,3 +156,15 @@ def test_bad_inputs_raise_one_line_data_errors(a, b, message):
     with pytest.raises(DataError, match=message) as info:
         paired_statistics(a, b)
     assert "\n" not in str(info.value)
+
+
+def test_verdict_never_contradicts_its_interval_and_names_the_deciding_test():
+    # issue 18: 4 discordant pairs all for B: the bootstrap interval excludes 0, exact McNemar p = 0.125 does not decide
+    a = np.array([0.0] * 4 + [1.0] * 10 + [0.0] * 6)
+    b = np.array([1.0] * 4 + [1.0] * 10 + [0.0] * 6)
+    result = paired_statistics(a, b, seed=0)
+    assert result.test == "McNemar" and not result.significant and result.p_value == pytest.approx(0.125)
+    assert result.ci_low > 0  # the interval alone would call it
+    assert result.verdict.startswith("no significant difference")
+    assert "decided by McNemar" in result.verdict and "excludes 0" in result.verdict
+    assert "4 discordant pairs" in result.verdict

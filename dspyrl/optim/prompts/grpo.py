@@ -203,9 +203,8 @@ class GRPO(Teleprompter):
                 if step_batch < 1:
                     break
                 metrics = self._step(student, trainset, valset, state, lm, step_batch)
-                self._checkpoint(run, state)
-                if run:
-                    run.log_metrics(metrics)
+                if run:  # the step's metrics, then its checkpoint: a kill between the two replays the step, once
+                    run.record_step(state.to_json(), metrics)
                 live.update(state.metric_calls, metrics)
                 for callback in callbacks:
                     callback.on_step_end(metrics)

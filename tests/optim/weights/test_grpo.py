@@ -252,7 +252,8 @@ def test_cli_finetune_writes_a_run_with_a_servable_adapter(tiny_model_dir, tmp_p
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["method"], summary["format"], summary["steps"]) == ("grpo", "compact", 2)
     assert summary["rollout"] == "predictor"
-    assert {"score", "n", "failures"} <= set(summary["test_before"]) and summary["test_after"]["n"] == 14
+    scores = summary["scores"]  # summary.json's one schema (dspyrl.runs.SUMMARY_SCHEMA)
+    assert {"score", "n", "failures"} <= set(scores["test_before"]) and scores["test_after"]["n"] == 14
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "program.json").is_file()
     assert json.loads((out / "program.json").read_text())["dspyrl_format"] == "compact"  # as it was trained
     assert [m["step"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]
