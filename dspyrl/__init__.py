@@ -1,7 +1,7 @@
 """dspyrl: GRPO for DSPy programs — optimize prompts and LoRA weights from rewards, and prove the gain."""
 
 from dspyrl.formats import ChoiceAdapter, CompactAdapter
-from dspyrl.formats.per_predictor import use_predictor_formats
+from dspyrl.formats.per_predictor import load_program, use_predictor_formats
 from dspyrl.compare import ModelComparator
 from dspyrl.data import load_examples, split_examples
 from dspyrl.errors import DspyrlError
@@ -18,5 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = ["ChoiceAdapter", "CompactAdapter", "DPO", "DspyrlError", "GRPO", "GRPOConfig", "LoraDPO", "LoraDPOConfig", "LoraGRPO",
            "LoraGRPOConfig", "ModelComparator", "RewardModule", "RewardResult", "Schedule", "WeightedReward",
-           "__version__", "load_examples", "local_lm", "openai_compatible", "openrouter", "run_rollouts",
+           "__version__", "load_examples", "load_program", "local_lm", "openai_compatible", "openrouter", "run_rollouts",
            "save_program", "split_examples", "use_predictor_formats"]

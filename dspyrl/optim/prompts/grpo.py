@@ -397,7 +397,9 @@ class GRPO(Teleprompter):
                 mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(cfg.val_minibatch)]
                 state.val_cursor = (state.val_cursor + cfg.val_minibatch) % len(rows)
                 self._score_rows(student, valset, state, lm, record, mini)
-                if _mean(record["scores"], mini) <= _mean(incumbent["scores"], mini):
+                mine, theirs = _mean(record["scores"], mini), _mean(incumbent["scores"], mini)
+                simpler = tuple(record["complexity"]) < tuple(incumbent["complexity"])
+                if mine < theirs or (mine == theirs and not simpler):  # a simpler equal may still win within noise
                     record["verdict"] = "not better than the incumbent on a minibatch"
             if not record.get("verdict"):
                 self._score_rows(student, valset, state, lm, record, rows)

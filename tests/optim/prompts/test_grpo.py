@@ -269,3 +269,132 @@ def test_a_validation_plateau_stops_the_run_early(tiny_lm):
     state = optimizer.state
     assert state.stopped == "early_stop" and state.step == 2  # the start, then two flat validations
     assert state.metric_calls < 400
+
+
+# ------------------------------------------------------------------------------------- earning the result (issue 14)
+class RunsPlainly(dspy.Module):
+    """Calls the LM once and reports the prompt it ran with; every run that reaches the reward scores the same."""
+
+    def __init__(self):
+        super().__init__()
+        self.classify = dspy.Predict("review -> sentiment")
+
+    def forward(self, review):
+        try:
+            self.classify(review=review)
+        except AdapterParseError:
+            pass
+        return dspy.Prediction(instruction=self.classify.signature.instructions,
+                               format=getattr(self.classify, "dspyrl_format", None))
+
+
+def test_a_garbage_proposer_never_changes_the_returned_instruction(tiny_lm):
+    """The tiny random model writes the proposals, and junk instructions are candidates from the start. Training
+    rewards push the policy toward any new instruction, so junk becomes its most likely prompt; on the valset every
+    prompt ties, where the old rule ("ties go to the later prompt") returned the junk."""
+    data = dataset(16)
+    junk = ["zq zq vbn the of", "Output: 1.1 + one of the lighter colors in the list; > * Output:"]
+    original = RunsPlainly().classify.signature.instructions
+
+    def new_instructions_win_on_train(example, pred, trace=None):
+        on_valset = int(example.review.split()[-1]) >= 8
+        return 1.0 if on_valset else float(pred.instruction != original)
+
+    optimizer = GRPO(new_instructions_win_on_train, lm=tiny_lm, instructions=junk, max_metric_calls=120, group_size=4, batch_size=2,
+                     propose_every=1, num_proposals=3, proposal_max_tokens=32, eval_every=1, learn_format=False,
+                     labelled_demo_sets=0, progress=False, seed=0)
+    optimized = optimizer.compile(RunsPlainly(), trainset=data[:8], valset=data[8:])
+    state = optimizer.state
+    assert optimized.classify.signature.instructions == original
+    tried = [r for r in state.val_history if r["values"]["classify"]["instruction"] != original]
+    assert tried, "no other instruction was ever validated: the test did not exercise selection"
+    assert all(r["verdict"] != "the starting program" for r in tried)
+    stats = state.proposals
+    assert stats.asked > 0 and stats.accepted + sum(stats.rejected.values()) == stats.asked
+    assert state.final_vs_start["mean_diff"] == 0.0 and state.final_vs_start["n"] == 8
+
+
+def test_when_two_candidates_tie_on_the_valset_the_simpler_one_is_returned(tiny_lm):
+    data = dataset()
+    optimizer = make(tiny_lm, None, val_minibatch=0)
+    student, valset = ReportsItsPrompt(), data[8:]
+    state = optimizer.state = optimizer._start(student, data[:8], None)
+    slots = state.policy.slots["classify"]
+
+    def make_greedy(instruction, demos_index):
+        slots["instruction"].logits = [5.0 if c == instruction else 0.0 for c in slots["instruction"].candidates]
+        slots["demos"].logits = [5.0 if i == demos_index else 0.0 for i in range(len(slots["demos"].candidates))]
+
+    def only_target(example, pred, trace=None):  # demos do not matter: with and without them, TARGET ties
+        return float(pred.instruction == TARGET)
+
+    optimizer.reward = only_target
+    optimizer._validate(student, valset, state, tiny_lm)  # the starting program: 0 on every row
+    labelled = next(i for i, o in enumerate(slots["demos"].origins) if o == "labelled")
+    make_greedy(TARGET, labelled)
+    optimizer._validate(student, valset, state, tiny_lm)  # TARGET + 4 demos: 1 on every row, adopted
+    assert state.best["values"]["classify"]["demos"] and state.best["values"]["classify"]["instruction"] == TARGET
+    make_greedy(TARGET, 0)
+    optimizer._validate(student, valset, state, tiny_lm)  # TARGET, no demos: a tie, and simpler
+    assert state.best["values"]["classify"] == {"instruction": TARGET, "demos": [], "format": None}
+    assert "simpler" in state.val_history[-1]["verdict"]
+    make_greedy(TARGET, labelled)  # the more complex one again: already known, never re-adopted
+    optimizer._validate(student, valset, state, tiny_lm)
+    assert state.best["values"]["classify"]["demos"] == []
+
+
+def test_two_runs_with_the_same_seed_at_temperature_1_are_identical(tiny_model_dir, tmp_path):
+    """No DSPy cache: every sample is drawn again, and the per-request seeds make the draws the same."""
+    data = dataset()
+
+    def run(folder):
+        lm = local_lm(str(tiny_model_dir), max_tokens=6, temperature=1.0, cache=False)
+        optimizer = GRPO(prefers_target_with_demos, lm=lm, instructions=[TARGET, *OTHERS], max_metric_calls=72,
+                         group_size=4, batch_size=2, propose_every=1, num_proposals=2, proposal_max_tokens=16,
+                         run_dir=tmp_path / folder, progress=False, num_threads=4, seed=3)
+        program = optimizer.compile(ReportsItsPrompt(), trainset=data[:8], valset=data[8:])
+        lines = [json.loads(line) for line in (tmp_path / folder / "metrics.jsonl").read_text().splitlines()]
+        for line in lines:
+            line.pop("wall_s")
+        return program.dump_state(), lines, optimizer.state.proposals.to_json()
+
+    first, second = run("a"), run("b")
+    assert first[1] and first[2]["asked"] > 0
+    assert first == second
+
+
+def test_the_compiled_program_called_plainly_uses_its_learned_format(tiny_lm, tmp_path):
+    def prefers_compact(example, pred, trace=None):
+        return float(pred.format == "compact")
+
+    data = dataset()
+    optimizer = GRPO(prefers_compact, lm=tiny_lm, max_metric_calls=80, group_size=4, batch_size=2, lr=2.0,
+                     propose_every=0, labelled_demo_sets=0, run_dir=tmp_path / "run", progress=False, seed=0)
+    optimized = optimizer.compile(RunsPlainly(), trainset=data[:8], valset=data[8:])
+    assert optimized.classify.dspyrl_format == "compact"
+
+    def prompt_of_a_plain_call(program) -> str:
+        with dspy.context(lm=tiny_lm):  # no use_predictor_formats, no adapter: what a DSPy user writes
+            program(review="a plain call")
+        return "\n".join(m["content"] for m in tiny_lm.history[-1]["messages"])
+
+    assert "[[ ##" not in prompt_of_a_plain_call(optimized) and "sentiment:" in prompt_of_a_plain_call(optimized)
+    from dspyrl import load_program
+
+    loaded = load_program(RunsPlainly(), tmp_path / "run" / "program.json")
+    assert "[[ ##" not in prompt_of_a_plain_call(loaded)
+    assert "[[ ## sentiment ## ]]" in prompt_of_a_plain_call(RunsPlainly())  # the default format, for contrast
+    plain = RunsPlainly()
+    plain.load(str(tmp_path / "run" / "program.json"))  # DSPy's own load still reads the file
+    assert plain.classify.dspyrl_format == "compact"
+
+
+def test_all_solved_examples_wait_until_the_others_are_used(tiny_lm):
+    optimizer = make(tiny_lm, None)
+    state = optimizer._start(ReportsItsPrompt(), dataset()[:8], None)
+    state.saturated = [0, 1, 2, 3, 4, 5]
+    picked = [optimizer._next_batch(state, 8, 2) for _ in range(3)]
+    assert sorted(picked[0]) == [6, 7]  # the two that still vary or fail, first
+    assert all(i in range(8) for batch in picked for i in batch)
+    state.saturated = list(range(8))  # everything solved: nothing better to do than reuse them
+    assert len(optimizer._next_batch(state, 8, 2)) == 2
