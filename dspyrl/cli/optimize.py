@@ -83,6 +83,8 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
         "tokens": before["tokens"] + state.tokens + after["tokens"],
         "cost": before["cost"] + state.cost + after["cost"], "wall_s": before["wall_s"] + optimize_s + after["wall_s"],
         "best_val": state.best, "metric_calls": state.metric_calls, "steps": state.step, "stopped": state.stopped,
+        "val_vs_start": state.final_vs_start, "budget_split": {**state.spent, "proposal_lm_calls": state.proposals.asked},
+        "proposals": state.proposals.to_json(),
         "optimize_wall_s": optimize_s, "program_json": str(run.file(PROGRAM))})
     run.release()
     show_story(console, summary, optimized)
@@ -99,6 +101,12 @@ def show_story(console: Console, summary: dict, optimized) -> None:
     table.add_row("GRPO-optimized", f"{after['score']:.1%}", f"{after['failures']}/{after['n']}",
                   str(summary["metric_calls"]), f"{summary['optimize_wall_s']:.0f} s")
     console.print(table)
+    diff = summary.get("val_vs_start")
+    if diff:  # the evidence GRPO selected on: paired, on the valset (the test split above is the honest score)
+        console.print(f"valset, optimized − starting: {100 * diff['mean_diff']:+.1f} points "
+                      f"[{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}] "
+                      f"({diff['confidence']:.0%} paired bootstrap, n = {diff['n']}); budget: "
+                      + ", ".join(f"{k} {v}" for k, v in (summary.get("budget_split") or {}).items()))
     for name, predictor in optimized.named_predictors():
         console.print(f"[bold]{name}[/bold] format: {getattr(predictor, 'dspyrl_format', None) or 'the starting one'}")
         console.print(f"[bold]{name}[/bold] instruction: {predictor.signature.instructions!r}")
@@ -106,7 +114,8 @@ def show_story(console: Console, summary: dict, optimized) -> None:
         for demo in predictor.demos:
             items = demo.toDict() if hasattr(demo, "toDict") else dict(demo)
             console.print("  • " + "; ".join(f"{k}: {str(v)[:70]}" for k, v in items.items() if k != "augmented"))
-    console.print(f"saved: {summary['program_json']}  (load with program.load(path))")
+    console.print(f"saved: {summary['program_json']}  (load with dspyrl.load_program(build_program(), path): "
+                  "it runs with its learned format; DSPy's program.load(path) reads it too)")
 
 
 # ---------------------------------------------------------------- the command line
