@@ -15,23 +15,30 @@ from dspyrl.optim.weights.shared_prompt import group_generate, run_lengths, shar
 def lora_model(tiny_model_dir):
     """The tiny model under a LoRA adapter with non-zero weights (a fresh adapter is the identity), with TRL's fused
     LM head patched in as GRPOTrainer patches it."""
-    import torch
-    from peft import get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
     from dspyrl.lm.models import load_model
-    from dspyrl.optim.weights.base import lora_config
 
     model, tokenizer = load_model(str(tiny_model_dir))
     add_fused_lm_head(model, temperature=1.0, outputs=("log_probs", "entropy"))
+    return nonzero_lora(model, seed=1, std=0.05).eval(), tokenizer
+
+
+def nonzero_lora(model, *, seed: int, std: float):
+    """`model` under a fresh all-linear LoRA (r=4) whose B matrices are random: PEFT starts B at zero (the identity),
+    which would make any with/without-adapter comparison vacuous."""
+    import torch
+    from peft import get_peft_model
+
+    from dspyrl.optim.weights.base import lora_config
+
     model = get_peft_model(model, lora_config(4, 8, 0.0, "all-linear", None))
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
-                param.normal_(0, 0.05)
-    model.eval()
-    return model, tokenizer
+                param.normal_(0, std)
+    return model
 
 
 def _prompts(tokenizer) -> list[list[int]]:
