@@ -131,3 +131,15 @@ def test_judge_check_command_rejects_bad_modes(capsys):
 
     assert main(["judge-check", "math_xml", "--judge", "smollm2", "--modes", "group,vibes"]) == 2
     assert "vibes" in capsys.readouterr().err
+
+
+def test_the_comparators_judge_summary_and_report_carry_the_check():
+    from dspyrl.compare.comparator import summarize_pairwise
+    from dspyrl.compare.report import _judge_table
+    from dspyrl.rewards.judge import PairwiseJudgement
+
+    first_lover = [PairwiseJudgement("tie", False, verdicts=("A", "B")) for _ in range(4)]
+    summary = summarize_pairwise(first_lover, [3] * 4, [5] * 4)
+    assert summary["check"] == {"first_position_rate": 1.0, "consistency": 0.0, "ties": 1.0, "failures": 0}
+    html = _judge_table(summary, ("A", "B"))
+    assert "judge check: decisive verdicts for the output shown first" in html and "1.000" in html
