@@ -46,6 +46,7 @@ from dspyrl.optim.prompts.select import complexity, decide, paired_difference, v
 from dspyrl.optim.prompts.propose import (InstructionProposer, ProposalStats, ScoredCall, balanced_demo_set, label_field,
                                   labelled_demo_sets)
 from dspyrl.rollout import request_seed
+from dspyrl.lm.usage import UsageMeter, assign_role
 from dspyrl.runs import EarlyStopping, LiveProgress, RunFolder, rng_from_json, rng_state_to_json
 
 
@@ -93,6 +94,10 @@ class GRPOConfig:
                                               "model is more than this many nats below the original instruction's",
                                          ge=0)
 
+    max_cost: float | None = setting(None, "stop cleanly before the step that would take the run's LM calls (every "
+                                           "role: task, reflection, judge) past this many USD; resuming with a higher "
+                                           "cap continues", gt=0)
+
     def __post_init__(self):  # the same ranges the CLI checks at parse time, for library callers
         check_settings(self)
     select_confidence: float = 0.9  # a candidate replaces the incumbent only when this paired interval is above 0
@@ -124,7 +129,8 @@ class GRPOState:
     final_vs_start: dict | None = None  # the returned program − the starting program on the valset (paired)
     early: EarlyStopping = field(default_factory=EarlyStopping)
     proposals: ProposalStats = field(default_factory=ProposalStats)
-    stopped: str = ""  # why the loop ended ("budget", "early_stop")
+    stopped: str = ""  # why the loop ended ("budget", "early_stop", "cost_cap")
+    usage: dict = field(default_factory=dict)  # calls, tokens and cost per LM role so far (dspyrl.lm.usage)
 
     def to_json(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -165,6 +171,7 @@ class GRPO(Teleprompter):
                                             max_tokens=self.config.proposal_max_tokens,
                                             plausibility_margin=self.config.plausibility_margin)
         self.state: GRPOState | None = None
+        self.meter: UsageMeter | None = None  # the run's LM usage per role, during and after compile
 
     # ------------------------------------------------------------------------------------------------ compile
     def compile(self, student, *, trainset, valset=None, teacher=None, **kwargs):
@@ -191,25 +198,38 @@ class GRPO(Teleprompter):
 
             callbacks.append(TensorBoardCallback(run.path / "tensorboard"))
 
-        with LiveProgress(cfg.max_metric_calls, enabled=self.progress) as live:
+        # every LM call of the run, per role; restored on resume, so the cap counts what the run spent before
+        meter = self.meter = UsageMeter(max_cost=cfg.max_cost, spent=state.usage)
+        if state.stopped == "cost_cap":  # resumed after the cap: go on while the (new) cap allows
+            state.stopped = ""
+        step_cost = 0.0
+        with meter.active(), LiveProgress(cfg.max_metric_calls, enabled=self.progress) as live:
             if state.best is None:  # the starting program, scored first: the result is never worse on the valset
                 self._validate(student, valset, state, lm)
                 self._checkpoint(run, state)
                 live.update(state.metric_calls)
             while not state.stopped:
+                if meter.over_cap(projected=step_cost):  # the next step would cross the cap: stop, checkpointed
+                    state.stopped = "cost_cap"
+                    break
                 # keep one validation in reserve for the final prompt; the last step shrinks to fit what is left
                 room = cfg.max_metric_calls - state.metric_calls - val_cost
                 step_batch = min(batch, room // cfg.group_size)
                 if step_batch < 1:
                     break
+                spent_before = meter.cost
                 metrics = self._step(student, trainset, valset, state, lm, step_batch)
+                step_cost, state.usage = meter.cost - spent_before, meter.to_json()
+                metrics["usage"] = {role: {k: row[k] for k in ("calls", "failed", "tokens", "cost")}
+                                    for role, row in meter.table().items()}
                 if run:  # the step's metrics, then its checkpoint: a kill between the two replays the step, once
                     run.record_step(state.to_json(), metrics)
                 live.update(state.metric_calls, metrics)
                 for callback in callbacks:
                     callback.on_step_end(metrics)
             state.stopped = state.stopped or "budget"
-            self._validate(student, valset, state, lm)  # the final policy, unless that prompt was scored already
+            if state.stopped != "cost_cap":  # at the cap the incumbent stands: its valset scores are known already
+                self._validate(student, valset, state, lm)  # the final policy, unless that prompt was scored already
             start, final = state.val_history[0], self._record(state, state.best["values"])
             state.final_vs_start = paired_difference(start["scores"], final["scores"],
                                                      confidence=cfg.select_confidence, seed=cfg.seed)
@@ -443,6 +463,8 @@ class GRPO(Teleprompter):
         cfg, added = self.config, 0
         self.proposer.stats = state.proposals
         reflection_lm = self.reflection_lm or lm
+        if reflection_lm is not None:  # a copy that books its calls to the reflection role
+            reflection_lm = assign_role(reflection_lm.copy(), "reflection")
         predictors = dict(student.named_predictors())
         for name, predictor in predictors.items():
             slot = state.policy.slots[name]["instruction"]
@@ -479,6 +501,8 @@ class GRPO(Teleprompter):
 
     def _checkpoint(self, run: RunFolder | None, state: GRPOState) -> None:
         if run:
+            if self.meter is not None:
+                state.usage = self.meter.to_json()
             run.save_checkpoint(state.to_json())
 
 
