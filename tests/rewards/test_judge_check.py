@@ -142,4 +142,5 @@ def test_the_comparators_judge_summary_and_report_carry_the_check():
     summary = summarize_pairwise(first_lover, [3] * 4, [5] * 4)
     assert summary["check"] == {"first_position_rate": 1.0, "consistency": 0.0, "ties": 1.0, "failures": 0}
     html = _judge_table(summary, ("A", "B"))
-    assert "judge check: decisive verdicts for the output shown first" in html and "1.000" in html
+    assert ("judge check: decisive verdicts for the output shown first (0.5 = no position bias)</td>"
+            '<td class="num">1</td>') in html
