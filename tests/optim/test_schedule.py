@@ -88,3 +88,47 @@ def test_dpo_phase_continues_the_adapter_of_the_lora_phase(tiny_lm, tmp_path):
     assert dpo_config["start_adapter"] == str(tmp_path / "run" / "1-lora" / "adapter")
     assert (tmp_path / "run" / "2-dpo" / "adapter" / "adapter_model.safetensors").is_file()
     assert len(_lines(tmp_path / "run" / "2-dpo" / "metrics.jsonl")) == 2
+
+
+def test_prompts_phase_after_lora_runs_on_the_tuned_weights(tiny_lm, tmp_path, monkeypatch):
+    """The prompts phase after a LoRA phase is handed the adapted LM, every LM call it makes is served by the model with
+    that adapter, and the weights in that model are the trained ones (not PEFT's identity start)."""
+    import torch
+    from dspy.utils.callback import BaseCallback
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from dspyrl.optim.prompts.grpo import GRPO
+
+    seen = {"phase_lms": [], "engines": [], "inside": False}
+    original_compile = GRPO.compile
+
+    def recording_compile(self, *args, **kwargs):
+        seen["phase_lms"].append(self.lm)
+        seen["inside"] = True
+        try:
+            return original_compile(self, *args, **kwargs)
+        finally:
+            seen["inside"] = False
+
+    class EngineRecorder(BaseCallback):
+        def on_lm_start(self, call_id, instance, inputs):
+            if seen["inside"]:
+                seen["engines"].append(getattr(instance, "engine", None))
+
+    monkeypatch.setattr(GRPO, "compile", recording_compile)
+    schedule = Schedule(digit_share, "lora,prompts", lm=tiny_lm, format=RawAdapter(),
+                        prompts=GRPOConfig(max_metric_calls=6, batch_size=2, group_size=2, num_threads=2),
+                        lora=LoraGRPOConfig(steps=3, save_every=0, **LORA), run_dir=tmp_path / "run", progress=False)
+    with dspy.context(callbacks=[EngineRecorder()]):
+        schedule.compile(dspy.Predict("question -> answer"), trainset=questions(6), valset=questions(2))
+    adapter = tmp_path / "run" / "1-lora" / "adapter"
+    (phase_lm,) = seen["phase_lms"]
+    assert phase_lm is not tiny_lm and phase_lm.engine.adapter == str(adapter)
+    assert seen["engines"] and all(engine is phase_lm.engine for engine in seen["engines"])
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    in_model = get_peft_model_state_dict(phase_lm.engine.model)
+    lora_b = [name for name in saved if "lora_B" in name]
+    assert lora_b and saved.keys() == in_model.keys()
+    assert all(torch.equal(saved[name], in_model[name].cpu()) for name in saved)
+    assert any(saved[name].abs().sum() > 0 for name in lora_b)  # B starts at zero: non-zero means trained
