@@ -279,6 +279,28 @@ def test_cli_optimize_and_finetune_take_a_composed_program_unchanged(tiny_model_
     fresh.load(str(run / "program.json"))
 
 
+def test_completion_kl_is_zero_for_a_fresh_adapter_and_grows_when_it_moves(tiny_model_dir):
+    """The per-predictor KL of LoRA GRPO's metrics: TRL's k3 estimate per row, the adapter switched off as reference."""
+    import torch
+    from peft import get_peft_model
+
+    from dspyrl.optim.weights.base import load_trainable_model, lora_config
+    from dspyrl.optim.weights.grpo import completion_kl
+
+    model, tokenizer = load_trainable_model(str(tiny_model_dir))
+    model = get_peft_model(model, lora_config(4, 8, 0.0, "all-linear", None))
+    prompts = [tokenizer("review: great film")["input_ids"], tokenizer("question: two plus two")["input_ids"]]
+    completions = [tokenizer(" sentiment: positive")["input_ids"], tokenizer(" answer: 4")["input_ids"]]
+    assert completion_kl(model, prompts, completions, 1.0) == pytest.approx([0.0, 0.0], abs=1e-7)  # B starts at 0
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5 * torch.randn_like(param))
+    moved = completion_kl(model, prompts, completions, 1.0)
+    assert all(kl > 1e-4 for kl in moved)
+    assert completion_kl(model, [], [], 1.0) == []
+
+
 def test_credit_benchmark_runs(capsys):
     """benchmarks/composed.py's credit part (no LM) keeps working."""
     import importlib.util

@@ -222,6 +222,7 @@ class ProgramRollouts:
         self.spec, self.tokenizer, self.cfg = spec, tokenizer, cfg
         self._engine = self._lm = None
         self._scored: list[RewardResult] = []
+        self._per_predictor: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"reward": [], "kl": []})
 
     def __call__(self, prompts: list[str], trainer) -> dict[str, list]:
         from dspyrl.rollout import run_rollouts
@@ -261,7 +262,13 @@ class ProgramRollouts:
             out["prompt_ids"].append(prompt_ids)
             out["completion_ids"].append(completion[: self.cfg.max_completion_length])
             out["dspyrl_reward"].append(float(run.reward.total))
+            self._per_predictor[row["predictor"]]["reward"].append(float(run.reward.total))
         self._engine.forget_samples()
+        reached = [i for i, r in enumerate(out["dspyrl_reward"]) if r is not None]
+        kls = completion_kl(self._engine.model, [out["prompt_ids"][i] for i in reached],
+                            [out["completion_ids"][i] for i in reached], self.cfg.temperature)
+        for i, kl in zip(reached, kls):
+            self._per_predictor[rows[i]["predictor"]]["kl"].append(kl)
         return out
 
     def _training_lm(self, trainer):
@@ -280,11 +287,44 @@ class ProgramRollouts:
     reward.__name__ = "program_reward"
 
     def pop_metrics(self) -> dict:
+        """As PredictorReward's, plus each predictor's mean reward and KL to the base model over its calls."""
         scored, self._scored = self._scored, []
-        return _reward_metrics(scored)
+        per_predictor, self._per_predictor = self._per_predictor, defaultdict(lambda: {"reward": [], "kl": []})
+        metrics = _reward_metrics(scored)
+        for key in ("reward", "kl"):
+            values = {name: sum(v[key]) / len(v[key]) for name, v in per_predictor.items() if v[key]}
+            if values:
+                metrics[f"predictor_{key}"] = values
+        return metrics
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def completion_kl(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], temperature: float) -> list[float]:
+    """Per row, TRL's KL estimate (k3: exp(ref - logp) - (ref - logp) - 1, logits / temperature) averaged over the
+    completion's tokens, with the LoRA adapter switched off as the reference (TRL's reference for a new adapter).
+    TRL logs only the batch mean; this is what splits it per predictor. Empty for a model without an adapter."""
+    import torch
+
+    if not hasattr(model, "disable_adapter") or not prompt_ids:
+        return []
+    scale = temperature if temperature and temperature > 0 else 1.0
+
+    def token_logps(ids: torch.Tensor, start: int) -> torch.Tensor:
+        logits = model(input_ids=ids).logits[0, start - 1: -1].float() / scale
+        return torch.log_softmax(logits, dim=-1).gather(-1, ids[0, start:, None])[:, 0]
+
+    kls = []
+    with torch.no_grad():
+        for prompt, completion in zip(prompt_ids, completion_ids):
+            ids = torch.tensor([list(prompt) + list(completion)], device=model.device)
+            policy = token_logps(ids, len(prompt))
+            with model.disable_adapter():
+                ref = token_logps(ids, len(prompt))
+            delta = ref - policy
+            kls.append(float((torch.exp(delta) - delta - 1).mean()))
+    return kls
+
+
 def _training_engine(spec: str, model, tokenizer, max_tokens: int):
     """A LocalEngine over the model being trained that remembers each sampled completion's token ids, so TRL gets the
     tokens that were sampled rather than a re-tokenization of their text (which differs when the model sampled a
