@@ -19,11 +19,13 @@ from typing import Any
 from dspyrl.config import problem, setting
 
 # The names are dspyrl.formats.FORMATS, spelt out here: importing it imports dspy, and `--help` stays instant.
-FORMAT_NAMES = ("chat", "json", "compact", "choice", "auto")
-FORMAT_HELP = ("prompt format: chat (DSPy's ChatAdapter without its JSON retry; default: DSPy's own), json, compact "
-               "(short plain text, lenient parsing: small models), choice (constrained choice among a Literal/bool "
-               "field's values, local models and `dspyrl serve`), auto (choice where it applies). A predictor whose "
-               "saved program pins a format keeps it")
+FORMAT_NAMES = ("chat", "json", "compact", "choice", "structured", "auto")
+FORMAT_HELP = ("prompt format: chat (DSPy's ChatAdapter without its JSON retry), json, compact (short plain text, "
+               "lenient parsing: small models), choice (constrained choice among a Literal/bool field's values, local "
+               "models and `dspyrl serve`), structured (compact lines decoded under a grammar of the signature: free "
+               "text stays free, typed fields always parse; local models and `dspyrl serve`), auto (choice for "
+               "label-only predictors, structured for the rest, on local and `dspyrl serve` models; DSPy's own "
+               "ChatAdapter on hosted models). A predictor whose saved program pins a format keeps it")
 MODEL_HELP = ("model to run the program on: 'smollm2' (embedded default), a local folder or Hugging Face id (runs "
               "in-process), 'openrouter/<vendor>/<model>', any LiteLLM model string, or "
               "'openai-compatible:<base_url>:<model>' for any OpenAI-compatible server")
@@ -47,7 +49,7 @@ class ModelOptions:
     judge_max_tokens: int = setting(256, "completion limit of the judge LM, the same in every command", ge=1)
     threads: int = setting(4, "concurrent program runs", ge=1)
     max_tokens: int = setting(128, "completion limit of the task model", ge=1)
-    format: str | None = setting(None, FORMAT_HELP, choices=FORMAT_NAMES)
+    format: str | None = setting("auto", FORMAT_HELP, choices=FORMAT_NAMES)
     # hosted models (dspyrl.lm.hosted holds the defaults; None here keeps them)
     api_base: str | None = setting(None, "OpenRouter's address for 'openrouter/...' models (default: "
                                          "$OPENROUTER_API_BASE, else https://openrouter.ai/api/v1); $OPENROUTER_API_KEY "

@@ -61,8 +61,9 @@ def guided_choice_route(lm) -> str | None:
     return None
 
 
-def guided_choice_request(lm, messages: list[dict], candidates: list[str], lm_kwargs: dict[str, Any]):
-    """A canonical dspy Request for `messages` with the LM's generation settings and `guided_choice` set.
+def constrained_request(lm, messages: list[dict], lm_kwargs: dict[str, Any], fields: dict[str, Any]):
+    """A canonical dspy Request for `messages` with the LM's generation settings and vLLM request `fields` set
+    (`guided_choice`, `structured_outputs`).
 
     dspy 3.4 refuses unknown keyword arguments on canonical engines, but carries `config.extensions` to custom
     engines (our LocalEngine reads it) and writes them verbatim into an OpenAI-compatible JSON body.
@@ -75,8 +76,27 @@ def guided_choice_request(lm, messages: list[dict], candidates: list[str], lm_kw
     if "max_tokens" in body and "max_completion_tokens" in body:
         body.pop("max_tokens")
     request = request_from_openai_chat(body)
-    extensions = {**(request.config.extensions or {}), "guided_choice": list(candidates)}
+    extensions = {**(request.config.extensions or {}), **fields}
     return replace(request, config=replace(request.config, extensions=extensions))
+
+
+def guided_choice_request(lm, messages: list[dict], candidates: list[str], lm_kwargs: dict[str, Any]):
+    return constrained_request(lm, messages, lm_kwargs, {"guided_choice": list(candidates)})
+
+
+def sample_texts(lm, request, n: int, rollout_id, cache: dict) -> list[str]:
+    """n replies to a canonical Request: n calls (a Request is one reply), told apart in DSPy's cache by rollout_id
+    and, when the request is seeded, each sample with a seed of its own (n equal seeds would give n equal samples)."""
+    from dspyrl.lm.decode import row_seed
+
+    texts = []
+    for sample in range(n):
+        sample_id = rollout_id if n == 1 else f"{rollout_id}/{sample}"
+        call = request
+        if n > 1 and request.config.seed is not None:
+            call = replace(request, config=replace(request.config, seed=row_seed(request.config.seed, sample)))
+        texts.append(lm(call, rollout_id=sample_id, **cache).text or "")
+    return texts
 
 
 class ChoiceAdapter(dspy.Adapter):
@@ -109,15 +129,9 @@ class ChoiceAdapter(dspy.Adapter):
         rollout_id = lm_kwargs.pop("rollout_id", None)
         cache = {"cache": lm_kwargs.pop("cache")} if "cache" in lm_kwargs else {}
         request = guided_choice_request(lm, messages, replies, lm_kwargs)
-        results = []
-        for sample in range(n):
-            # A canonical Request is one reply; n samples are n calls, told apart in DSPy's cache by rollout_id.
-            sample_id = rollout_id if n == 1 else f"{rollout_id}/{sample}"
-            text = lm(request, rollout_id=sample_id, **cache).text or ""
-            # Parsed even when it is one of our own replies (they round-trip), so parse callbacks see every output;
-            # a server that ignored guided_choice answered freely, and that reply is read leniently like any other.
-            results.append(self.text_format.parse(signature, text))
-        return results
+        # Parsed even when it is one of our own replies (they round-trip), so parse callbacks see every output;
+        # a server that ignored guided_choice answered freely, and that reply is read leniently like any other.
+        return [self.text_format.parse(signature, text) for text in sample_texts(lm, request, n, rollout_id, cache)]
 
     async def acall(self, lm, lm_kwargs, signature, demos, inputs) -> list[dict[str, Any]]:
         if not self.applies(lm, signature):

@@ -87,7 +87,7 @@ def test_eval_with_an_lm_judge_reports_judge_stats(tiny_model_dir, tmp_path):
 
     lm = local_lm(str(tiny_model_dir), max_tokens=8)
     with dspy.context(adapter=WholeTextAdapter()):  # the program's answers parse; the judge's do not
-        summary = evaluate(EvalConfig(program="qa_cot", model="tiny", judge="tiny", limit=2,
+        summary = evaluate(EvalConfig(program="qa_cot", model="tiny", judge="tiny", limit=2, format=None,
                                       out=str(tmp_path / "judged")), lm=lm, judge_lm=lm)
     assert set(summary["components"]) == {"f1", "judge"}
     stats = summary["judge_stats"]["judge"]

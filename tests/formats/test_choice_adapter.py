@@ -45,8 +45,8 @@ def test_choice_outputs_cover_literal_enum_bool_and_their_product():
 
 
 def test_format_menu_offers_choice_only_where_it_applies():
-    assert set(format_choices_for(Sentiment)) == {"chat", "json", "compact", "choice"}
-    assert set(format_choices_for(FreeText)) == {"chat", "json", "compact"}
+    assert set(format_choices_for(Sentiment)) == {"chat", "json", "compact", "choice", "structured"}
+    assert set(format_choices_for(FreeText)) == {"chat", "json", "compact", "structured"}
     menu = format_choices_for(Sentiment)
     assert isinstance(menu["choice"](), ChoiceAdapter) and isinstance(menu["compact"](), CompactAdapter)
     assert menu["chat"]().use_json_adapter_fallback is False

@@ -1,0 +1,89 @@
+"""The structured format on the tiny random model: whatever the model would have written, the reply parses."""
+
+from typing import Literal
+
+import dspy
+import pytest
+
+from dspyrl.formats import AutoFormat, ChoiceAdapter, StructuredAdapter, format_choices_for, resolve_format
+from dspyrl.formats.structured import reply_grammar
+from dspyrl.lm import local_lm
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny-model ops are microseconds; a shared 2-core machine's thread hand-offs cost far more (restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Sentiment(dspy.Signature):
+    """Classify the review."""
+
+    review: str = dspy.InputField()
+    sentiment: Literal["positive", "negative", "neutral"] = dspy.OutputField()
+
+
+class Extract(dspy.Signature):
+    """Extract the order."""
+
+    text: str = dspy.InputField()
+    customer: str = dspy.OutputField()
+    quantity: int = dspy.OutputField()
+    express: bool = dspy.OutputField()
+    size: Literal["small", "large"] = dspy.OutputField()
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    return local_lm(str(tiny_model_dir), cache=False, temperature=1.0, max_tokens=200)
+
+
+def test_chain_of_thought_keeps_reasoning_free_and_the_label_in_its_values(lm):
+    program = dspy.ChainOfThought(Sentiment)
+    format = StructuredAdapter(max_text_tokens=24)
+    with dspy.context(lm=lm, adapter=format):
+        predictions = [program(review=f"review {i}: the film was long") for i in range(8)]
+    for p in predictions:
+        assert p.sentiment in ("positive", "negative", "neutral")
+        assert isinstance(p.reasoning, str) and p.reasoning.strip()
+    reasonings = {p.reasoning for p in predictions}
+    assert len(reasonings) == 8, "free text is sampled freely, not picked from a list"
+    assert not reasonings & {"positive", "negative", "neutral"}
+
+
+def test_every_typed_field_parses(lm):
+    with dspy.context(lm=lm, adapter=StructuredAdapter(max_text_tokens=12)):
+        outs = [dspy.Predict(Extract)(text=f"order {i}") for i in range(6)]
+    for o in outs:
+        assert isinstance(o.customer, str) and o.customer
+        assert isinstance(o.quantity, int) and isinstance(o.express, bool) and o.size in ("small", "large")
+
+
+def test_the_grammar_sent_is_the_signatures(lm):
+    grammar = reply_grammar(dspy.ChainOfThought(Sentiment).predict.signature, max_text_tokens=24)
+    assert grammar.startswith('start: "reasoning: " f0 "\\nsentiment: " f1')
+    assert 'f1: "positive" | "negative" | "neutral"' in grammar and "f0[max_tokens=24]" in grammar
+    with dspy.context(lm=lm, adapter=StructuredAdapter(max_text_tokens=24)):
+        dspy.ChainOfThought(Sentiment)(review="fine")
+    sent = lm.history[-1]
+    assert "reasoning:" in sent["outputs"][0] and "\nsentiment: " in sent["outputs"][0]
+
+
+def test_auto_is_choice_for_labels_structured_otherwise_and_dspys_default_on_hosted(lm):
+    auto = resolve_format("auto", lm)
+    assert isinstance(auto, AutoFormat)
+    assert isinstance(auto.pick(Sentiment), ChoiceAdapter)
+    assert isinstance(auto.pick(dspy.ChainOfThought(Sentiment).predict.signature), StructuredAdapter)
+    hosted = dspy.LM("openrouter/some/model")
+    assert resolve_format("auto", hosted) is None
+    assert isinstance(resolve_format("structured", lm), StructuredAdapter)
+    assert "structured" in format_choices_for(Extract) and "choice" not in format_choices_for(Extract)
+
+
+def test_structured_on_a_hosted_lm_writes_the_compact_format():
+    assert StructuredAdapter().applies(dspy.LM("openrouter/some/model"), Extract) is False
