@@ -5,7 +5,10 @@
               row at the training temperature), the per-step training reward is printed and drawn to a PNG.
 (b) overhead: the same TRL GRPOConfig + LoRA config on the same model and the same prompts, run by a raw TRL script
               and by dspyrl.LoraGRPO, each in its own process (so peak RSS is each one's own), alternating
-              --rounds times; prints step time and peak memory as ours / raw ratios.
+              --rounds times; prints step time, time per completion token, peak memory as ours / raw ratios, and
+              both runs' mean training reward. Ours shares each prompt across its group of G samples (one prefill,
+              G decodes; one prompt forward in the loss: dspyrl/optim/weights/shared_prompt.py); raw TRL runs the
+              G copies of the prompt through the model, in generation and in the loss.
 
 The prompts are the program's predictor formatted by a DSPy adapter. The default is dspyrl's CompactAdapter: with
 DSPy's ChatAdapter (`[[ ## field ## ]]` markers, a ~300-token prompt) SmolLM2 sampled at temperature 1.0 wrote no
@@ -222,7 +225,8 @@ def overhead(steps: int, rounds: int, temperature: float, format_name: str, out:
     agg = {kind: {"median_step_s": statistics.median(r["median_step_s"] for r in rs),
                   "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rs),
                   "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-                  "process_wall_s": statistics.median(r["process_wall_s"] for r in rs)} for kind, rs in runs.items()}
+                  "process_wall_s": statistics.median(r["process_wall_s"] for r in rs),
+                  "mean_reward": _mean(r["mean_reward"] for r in rs)} for kind, rs in runs.items()}
     ratios = {"step_time": agg["ours"]["median_step_s"] / agg["raw"]["median_step_s"],
               "time_per_completion_token": agg["raw"]["tokens_per_s"] / agg["ours"]["tokens_per_s"],
               "peak_rss": agg["ours"]["peak_rss_mb"] / agg["raw"]["peak_rss_mb"],
@@ -237,9 +241,12 @@ def overhead(steps: int, rounds: int, temperature: float, format_name: str, out:
                   f"{1 / agg['ours']['tokens_per_s']:.3f} s", f"{ratios['time_per_completion_token']:.2f}×")
     table.add_row("peak RSS", f"{agg['raw']['peak_rss_mb']:.0f} MB", f"{agg['ours']['peak_rss_mb']:.0f} MB",
                   f"{ratios['peak_rss']:.2f}×")
+    table.add_row("mean training reward (same seeds)", f"{agg['raw']['mean_reward']:.3f}",
+                  f"{agg['ours']['mean_reward']:.3f}", "")
     table.add_row("process wall (load + train + save)", f"{agg['raw']['process_wall_s']:.0f} s",
                   f"{agg['ours']['process_wall_s']:.0f} s", f"{ratios['process_wall']:.2f}×")
     console.print(table)
+    console.print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end")
     result = {"steps": steps, "rounds": rounds, "torch_threads": _threads(), "runs": runs, "median": agg, "ratios": ratios}
     (out / "overhead.json").write_text(json.dumps(result, indent=1))
     return result
@@ -256,7 +263,9 @@ def _worker(kind: str, job: dict) -> None:
     timed = [e["step_time"] for e in steps[1:]] or [e["step_time"] for e in steps]  # the first step warms caches
     tokens = sum(e["completions/mean_length"] * job["trl"]["num_generations"] for e in steps[1:])
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    rewards = [e.get("reward", e.get("reward_mean")) for e in steps]
     print("RESULT " + json.dumps({"median_step_s": statistics.median(timed), "tokens_per_s": tokens / sum(timed),
+                                  "mean_reward": _mean(rewards), "reward_curve": rewards,
                                   "peak_rss_mb": peak_mb, "process_wall_s": time.perf_counter() - started,
                                   "steps": len(steps)}))
 
