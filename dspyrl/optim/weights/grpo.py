@@ -29,6 +29,10 @@ dspyrl.optim.advantages: (r - mean) / (std + 1e-4) per group, unbiased std; `sca
   which differs from what was sampled when the model picked a non-canonical split or bytes that do not decode — on
   the random byte-level test model that alone stops learning, on a real model's mostly valid text it rarely matters.
 
+The G samples of a prompt share it (`share_prompt=True`, the default; dspyrl.optim.weights.shared_prompt): one
+prefill per prompt and G decodes from its repeated KV cache (TRL's rollout_func, TRL's own generation settings), and
+one prompt forward per group in the loss (exact: the same log-probabilities and gradients as TRL's G forwards).
+
 The adapter is saved as a PEFT folder `<run>/adapter/` (servable with `dspyrl serve --adapter`), and the optimized
 program is the student with every predictor on `local_lm(model, adapter=<run>/adapter)`. Checkpoints and resume: see
 dspyrl.optim.weights.trl_callbacks (safetensors + JSON, no pickle).
