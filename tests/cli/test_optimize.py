@@ -64,3 +64,30 @@ def test_optimize_errors_are_one_line_and_exit_2(capsys):
     assert "unknown program 'no_such_program'" in capsys.readouterr().err
     assert main(["optimize", "sentiment", "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
+
+
+def test_a_run_folder_refuses_another_program_or_command_before_any_work(tiny_model_dir, tmp_path, capsys):
+    """issue 18: resuming with a program of the same shape (a renamed output field), and optimize --out on an eval
+    folder, once overwrote the folder's files and exited 0."""
+    program = tmp_path / "reports.py"
+    program.write_text(PROGRAM)
+    out = tmp_path / "run"
+    args = ["optimize", str(program), "--model", str(tiny_model_dir), "--budget", "40", "--out", str(out),
+            "--max-tokens", "4", "--threads", "2"]
+    assert main(args) == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "lock"}
+    program.write_text(PROGRAM.replace('"review -> sentiment"', '"review -> label"'))
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was made by a different run" in err and "signatures" in err and "\n" not in err.strip()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "lock"} == files
+
+    evaluated = tmp_path / "eval"
+    assert main(["eval", "sentiment", "--model", str(tiny_model_dir), "--limit", "2", "--max-tokens", "4",
+                 "--out", str(evaluated)]) == 0
+    summary = (evaluated / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(["optimize", "sentiment", "--model", str(tiny_model_dir), "--out", str(evaluated)]) == 2
+    assert "command 'eval' (this run: 'optimize')" in capsys.readouterr().err
+    assert (evaluated / "summary.json").read_bytes() == summary

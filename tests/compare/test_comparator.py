@@ -219,6 +219,11 @@ def test_cli_compare_then_report_on_the_tiny_model(tiny_model_dir, tmp_path, cap
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").read_text() == first_report
+    capsys.readouterr()
+    assert main(argv) == 2  # issue 18: an earlier comparison in --out is not silently replaced
+    err = capsys.readouterr().err
+    assert "already holds a comparison" in err and "--force" in err
+    assert (out / "report.html").read_text() == first_report
 
 
 def test_one_program_on_two_lms_in_process_and_over_http(tiny_model_dir, tmp_path):
@@ -271,3 +276,20 @@ def test_cli_compare_on_smollm2_baseline_vs_hand_improved(tmp_path, capsys):
         assert saved["cost"][arm]["lm_calls"] >= 16 and saved["cost"][arm]["completion_tokens"] > 0
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
     print(saved["verdict"])
+
+
+def test_a_saved_program_of_another_program_with_the_same_predictor_names_is_refused(tmp_path):
+    """issue 18: same predictor name, a renamed output field: DSPy loads it without complaint, every B run fails."""
+    import dspy
+
+    class Renamed(dspy.Signature):
+        """Classify the review."""
+
+        review: str = dspy.InputField()
+        label: str = dspy.OutputField()
+
+    other = dspy.Predict(Renamed)
+    other.save(str(tmp_path / "other.json"))
+    with pytest.raises(ConfigError, match="not a saved state of the 'sentiment' program: predictor self has fields "
+                                          "review, label, the program's has review, sentiment"):
+        resolve_arm(str(tmp_path / "other.json"), program_file=load_program_file("sentiment"), lm_cache={})
