@@ -468,26 +468,18 @@ def _describe(err: BaseException) -> str:
 
 
 class _progress_bar:
-    """A rich progress bar (or nothing), as a context manager yielding an advance() function."""
+    """dspyrl.runs.LiveProgress over the rollouts, as a context manager yielding an advance() function."""
 
     def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-        self._progress = None
+        from dspyrl.runs import LiveProgress
+
+        self._live = LiveProgress(total, enabled=enabled, description=description, unit="runs")
 
     def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), transient=False)
-        self._progress.__enter__()
-        task = self._progress.add_task(self.description, total=self.total)
-        return lambda: self._progress.advance(task)
+        return self._live.__enter__().advance
 
     def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        self._live.__exit__(*exc)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -100,14 +100,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def rng_state_to_json(rng: random.Random) -> list:
+def rng_state_to_json(rng: Any = random) -> list:
+    """A random.Random's (or the `random` module's) state as JSON: no pickle in a checkpoint."""
     version, internal, gauss = rng.getstate()
     return [version, list(internal), gauss]
 
 
+def rng_state_from_json(state: list) -> tuple:
+    """The state tuple `setstate` takes, from rng_state_to_json's list."""
+    return state[0], tuple(state[1]), state[2]
+
+
 def rng_from_json(state: list) -> random.Random:
     rng = random.Random()
-    rng.setstate((state[0], tuple(state[1]), state[2]))
+    rng.setstate(rng_state_from_json(state))
     return rng
 
 
@@ -443,17 +449,18 @@ class TensorBoardCallback:
 
     def on_step_end(self, metrics: dict) -> None:
         step = int(metrics.get("step", 0))
-        for key, value in _flatten(metrics).items():
+        for key, value in flatten_metrics(metrics).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
                 self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
 
-def _flatten(metrics: dict, prefix: str = "") -> dict:
+def flatten_metrics(metrics: dict, prefix: str = "") -> dict:
+    """{"reward_components": {"judge": 0.5}} → {"reward_components/judge": 0.5} (TensorBoard tags, report columns)."""
     out = {}
     for key, value in metrics.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}/"))
+            out.update(flatten_metrics(value, f"{prefix}{key}/"))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -462,11 +469,19 @@ def _flatten(metrics: dict, prefix: str = "") -> dict:
 # ----------------------------------------------------------------------------------------------- live progress
 @dataclass
 class LiveProgress:
-    """A one-line rich progress bar over the metric-call budget, updated after every step (off: a no-op)."""
+    """dspyrl's one progress line (rich): a bar over `total` `unit`s (metric calls, steps, runs), the elapsed time, and
+    what the last step said (reward, KL, loss, val, failures so far). Used by prompt GRPO, the TRL trainers and the
+    rollout engine; `enabled=False` makes it a no-op.
 
-    budget: int
+        with LiveProgress(300, description="GRPO") as live:
+            live.update(used, metrics)      # or live.advance() once per finished unit
+    """
+
+    total: int
     enabled: bool = True
     description: str = "GRPO"
+    unit: str = "metric calls"
+    completed: int = 0
     _progress: Any = field(default=None, repr=False)
     _task: Any = field(default=None, repr=False)
 
@@ -475,21 +490,38 @@ class LiveProgress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("metric calls"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+                                      TextColumn(self.unit), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
             self._progress.__enter__()
-            self._task = self._progress.add_task(self.description, total=self.budget, info="")
+            self._task = self._progress.add_task(self.description, total=self.total, completed=self.completed,
+                                                 info="")
         return self
 
-    def update(self, used: int, metrics: dict | None = None) -> None:
+    def update(self, completed: int, metrics: dict | None = None) -> None:
         if not self._progress:
             return
-        info = ""
-        if metrics:
-            info = f"step {metrics.get('step')}  reward {metrics.get('reward_mean', 0):.3f}"
-            if metrics.get("val_score") is not None:
-                info += f"  val {metrics['val_score']:.3f}"
-        self._progress.update(self._task, completed=min(used, self.budget), info=info)
+        fields = {"info": step_info(metrics)} if metrics else {}
+        self._progress.update(self._task, completed=min(completed, self.total), **fields)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._progress:
+            self._progress.advance(self._task, amount)
 
     def __exit__(self, *exc) -> None:
         if self._progress:
             self._progress.__exit__(*exc)
+            self._progress = None
+
+
+def step_info(metrics: dict) -> str:
+    """The progress line's text for one step's metrics: what is there of step, reward, KL, loss, margin, val and the
+    failed runs so far (training-time failures show while training, not only in metrics.jsonl)."""
+    parts = [f"step {metrics['step']}"] if "step" in metrics else []
+    for label, key in (("reward", "reward_mean"), ("KL", "kl"), ("loss", "loss"), ("margin", "reward_margin"),
+                       ("val", "val_score")):
+        if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics.get(key), bool):
+            parts.append(f"{label} {metrics[key]:.4g}")
+    if metrics.get("failures"):
+        parts.append(f"[red]failed runs {metrics['failures']}[/red]")
+    elif metrics.get("failure_rate"):
+        parts.append(f"[red]failed {metrics['failure_rate']:.0%}[/red]")
+    return "  ".join(parts)

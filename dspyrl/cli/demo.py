@@ -9,7 +9,7 @@ from rich.table import Table
 from dspyrl.formats import ChoiceAdapter, guided_choice_route
 from dspyrl.lm import lm_from_spec
 from dspyrl.program_file import load_program_file
-from dspyrl.rollout import run_rollouts
+from dspyrl.score import score_program
 from dspyrl.cli.options import add_format_option, add_model_option
 
 
@@ -24,18 +24,17 @@ def run_demo(model: str = "smollm2", limit: int | None = None, threads: int = 4,
     # Small local models cannot follow DSPy's default chat format (measured: chance accuracy, parse failures), but they
     # rank well-formed answers well: constrained choice where the model is ours, DSPy's default format elsewhere.
     format = ChoiceAdapter() if guided_choice_route(lm) is not None else None
-    batch = run_rollouts(spec.build_program(), examples, spec.build_reward(), lm=lm, format=format,
-                         num_threads=threads, description="running")
-    latencies = sorted(r.latency_s for r in batch.rollouts)
-    wall = batch.wall_s
+    scored, _ = score_program(spec.build_program(), examples, spec.build_reward(), lm, format=format,
+                              num_threads=threads, progress=True, description="running")
+    wall = scored["wall_s"]
     summary = {
-        "examples": len(batch.rollouts),
-        "accuracy": batch.mean_reward(),
-        "failures": batch.failures,  # unparseable output or LM failure: counted, never fatal
-        "latency_s": latencies[len(latencies) // 2] if latencies else 0.0,
+        "examples": scored["rollouts"],
+        "accuracy": scored["mean_reward"],
+        "failures": scored["failures"],  # unparseable output or LM failure: counted, never fatal
+        "latency_s": scored["latency_median_s"],
         "wall_s": wall,
-        "prompt_tokens": batch.prompt_tokens,
-        "completion_tokens": batch.completion_tokens,
+        "prompt_tokens": scored["prompt_tokens"],
+        "completion_tokens": scored["completion_tokens"],
     }
     table = Table(title=f"{spec.name} on {model}")
     for column in ("examples", "accuracy", "parse/LM failures", "median latency", "wall time", "tokens in / out"):

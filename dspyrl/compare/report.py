@@ -19,7 +19,7 @@ import numpy as np
 
 from dspyrl.errors import ConfigError, DataError
 from dspyrl.runs import (COMPARISON as COMPARISON_FILE, METRICS as METRICS_FILE, PLOTS, REPORT as REPORT_FILE,
-                         RESULTS as RESULTS_FILE, SUMMARY as SUMMARY_FILE, write_text_atomic)
+                         RESULTS as RESULTS_FILE, SUMMARY as SUMMARY_FILE, flatten_metrics, write_text_atomic)
 
 MOST_DIFFERENT = 12  # examples shown side by side
 
@@ -278,9 +278,9 @@ def _judge_table(j: dict, names: tuple[str, str]) -> str:
     check = j.get("check") or {}  # dspyrl.rewards.judge_check.pairwise_check: can this judge be trusted here?
     if check:
         rows += [["judge check: decisive verdicts for the output shown first (0.5 = no position bias)",
-                  _fmt(check.get("first_position_rate"))],
-                 ["judge check: both orders agree", _fmt(check.get("consistency"))],
-                 ["judge check: share of ties", _fmt(check.get("ties"))]]
+                  check.get("first_position_rate")],
+                 ["judge check: both orders agree", check.get("consistency")],
+                 ["judge check: share of ties", check.get("ties")]]
     return _table(["pairwise judge", "value"], rows) + (
         '<p class="muted">Judges favour longer answers; read the win rate beside the lengths.</p>')
 
@@ -347,7 +347,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def write_run_report(run_dir: str | Path) -> Path:
     """Report for an optimization run: reward curves from metrics.jsonl, every other metric, config, summary."""
     run_dir = Path(run_dir)
-    rows = [_flatten(row) for row in read_jsonl(run_dir / METRICS_FILE)]
+    rows = [flatten_metrics(row) for row in read_jsonl(run_dir / METRICS_FILE)]
     if not rows:
         raise DataError("no metric rows yet", file=str(run_dir / METRICS_FILE))
     numeric = list(dict.fromkeys(k for row in rows for k, v in row.items() if _is_number(v) and k != "step"))
@@ -393,17 +393,6 @@ def metric_grid_png(rows: list[dict], keys: list[str], columns: int = 3) -> byte
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     return _png(fig)
-
-
-def _flatten(row: dict, prefix: str = "") -> dict:
-    """{"reward_components": {"judge": 0.5}} → {"reward_components/judge": 0.5}, so nested metrics get plotted too."""
-    flat = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 # ----------------------------------------------------------------------------------------------- eval report

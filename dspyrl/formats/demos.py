@@ -7,31 +7,38 @@ policy offers such sets among its demo candidates, and benchmarks/small_models.p
 
 from __future__ import annotations
 
+import json
 import random
-from collections import defaultdict
+
+
+def balanced_demo_set(pool: list, k: int, rng: random.Random, label: str | None = None) -> list:
+    """k demos from `pool` (dicts or dspy.Examples): round-robin over the values of `label` when given (shuffled
+    within and across labels, and the result shuffled: no label always last, small models lean towards the most
+    recent demo's label), else a plain sample. The one balanced-demo builder (prompt GRPO passes its checkpointed rng)."""
+    if not pool or k <= 0:
+        return []
+    if label is None:
+        return rng.sample(pool, min(k, len(pool)))
+    by_label: dict[str, list] = {}
+    for demo in pool:
+        by_label.setdefault(json.dumps(_value(demo, label), default=str), []).append(demo)
+    queues = [rng.sample(group, len(group)) for _, group in sorted(by_label.items())]
+    rng.shuffle(queues)
+    chosen: list = []
+    while len(chosen) < k and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < k:
+                chosen.append(queue.pop())
+    rng.shuffle(chosen)
+    return chosen
 
 
 def label_balanced_demos(examples: list, field: str, k: int = 5, seed: int = 0) -> list:
-    """k examples whose `field` labels are as equal in count as k allows, in a shuffled order.
+    """k examples whose `field` labels are as equal in count as k allows, in a shuffled order (seeded); examples
+    without the field are skipped."""
+    pool = [example for example in examples if _value(example, field) is not None]
+    return balanced_demo_set(pool, k, random.Random(seed), field)
 
-    Labels are taken round-robin (in a seeded random label order, so with k < number of labels different seeds cover
-    different labels); examples without the field are skipped.
-    """
-    rng = random.Random(seed)
-    by_label: dict[str, list] = defaultdict(list)
-    for example in examples:
-        value = example.get(field) if hasattr(example, "get") else getattr(example, field, None)
-        if value is not None:
-            by_label[str(value)].append(example)
-    labels = sorted(by_label)
-    rng.shuffle(labels)
-    for label in labels:
-        rng.shuffle(by_label[label])
-    chosen, round_index = [], 0
-    while len(chosen) < k and any(round_index < len(by_label[label]) for label in labels):
-        for label in labels:
-            if len(chosen) < k and round_index < len(by_label[label]):
-                chosen.append(by_label[label][round_index])
-        round_index += 1
-    rng.shuffle(chosen)  # no label always last: small models lean towards the most recent demo's label
-    return chosen
+
+def _value(item, field: str):
+    return item.get(field) if hasattr(item, "get") else getattr(item, field, None)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspyrl.errors import is_lm_failure
+from dspyrl.formats.demos import balanced_demo_set  # noqa: F401  (GRPO imports it from here; one builder, in formats)
 
 PROPOSER_SYSTEM = (
     "You write instructions for a language model. You are shown the current instruction of one step of a program, "
@@ -308,26 +309,6 @@ def demo_fields_available(signature, example) -> bool:
     """True when an example carries every field of the predictor's signature (so it can be shown as a demo)."""
     keys = set(example.keys() if hasattr(example, "keys") else example)
     return all(name in keys for name in signature.fields)
-
-
-def balanced_demo_set(pool: list[dict], k: int, rng: random.Random, label: str | None = None) -> list[dict]:
-    """k demos from `pool`: round-robin over labels when `label` is given (shuffled within and across), else a sample."""
-    if not pool or k <= 0:
-        return []
-    if label is None:
-        return rng.sample(pool, min(k, len(pool)))
-    by_label: dict[str, list[dict]] = {}
-    for demo in pool:
-        by_label.setdefault(json.dumps(demo.get(label), default=str), []).append(demo)
-    queues = [rng.sample(group, len(group)) for _, group in sorted(by_label.items())]
-    rng.shuffle(queues)
-    chosen: list[dict] = []
-    while len(chosen) < k and any(queues):
-        for queue in queues:
-            if queue and len(chosen) < k:
-                chosen.append(queue.pop())
-    rng.shuffle(chosen)
-    return chosen
 
 
 def labelled_demo_sets(signature, trainset, *, k: int, count: int, rng: random.Random) -> list[list[dict]]:

@@ -24,9 +24,7 @@ from dspy.teleprompt.teleprompt import Teleprompter
 
 from dspyrl.errors import ConfigError
 from dspyrl.optim.weights import trl_callbacks
-from dspyrl.runs import RunFolder
-
-ADAPTER = "adapter"
+from dspyrl.runs import ADAPTER, RunFolder  # the run folder names its files
 
 
 # ----------------------------------------------------------------------------------------------- the optimizer
@@ -120,11 +118,11 @@ class LocalWeightsOptimizer(Teleprompter):
         """Mean reward of one greedy run per valset example (None without a valset or a reward)."""
         if not valset or self.reward is None:
             return None
-        from dspyrl.rollout import run_rollouts
+        from dspyrl.score import score_program
 
-        batch = run_rollouts(program, valset, self.reward, lm=lm, format=format, num_threads=self.config.num_threads,
-                             progress=False, failure_reward=self.config.failure_reward)
-        return batch.mean_reward()
+        scored, _ = score_program(program, valset, self.reward, lm, format=format,
+                                  num_threads=self.config.num_threads, failure_reward=self.config.failure_reward)
+        return scored["mean_reward"]
 
 
 # ----------------------------------------------------------------------------------------------- the local model

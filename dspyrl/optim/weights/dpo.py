@@ -19,7 +19,6 @@ before/after) is shared with LoRA GRPO: see dspyrl.optim.weights.base.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,8 @@ from typing import Any
 
 from dspyrl.errors import ConfigError, DataError
 from dspyrl.optim.weights import base, trl_callbacks
+from dspyrl.runs import PAIRS  # the run folder names its files
 
-PAIRS = "pairs.jsonl"
 _ROLES = ("system", "user", "assistant")
 
 
@@ -81,12 +80,12 @@ class LoraDPO(base.LocalWeightsOptimizer):
         import trl
 
         cfg = self.config
-        pairs_file = run.path / PAIRS
+        pairs_file = run.file(PAIRS)
         if resume_from is not None and pairs_file.exists():
             pairs = load_pairs(pairs_file)
         else:
             pairs = self.pairs if self.pairs is not None else self.pairs_from_rollouts(student, trainset, format, lm)
-            pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+            run.write_jsonl(PAIRS, pairs)
         if not pairs:
             raise ConfigError(f"no preference pairs: in every group of {cfg.group_size} runs the best and worst reward "
                               f"were within min_gap={cfg.min_gap}",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dspyrl.errors import ConfigError
-from dspyrl.runs import RunFolder
+from dspyrl.runs import RunFolder, rng_state_from_json, rng_state_to_json, write_text_atomic
 
 CHECKPOINTS = "checkpoints"
 
@@ -58,8 +58,7 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state) -> None:
         rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     save_file(rng, str(folder / "rng.safetensors"))
     kind, keys, position, has_gauss, cached = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    _write_json(folder / "rng.json", {"python": [version, list(internal), gauss],
+    _write_json(folder / "rng.json", {"python": rng_state_to_json(random),
                                       "numpy": [kind, keys.tolist(), position, has_gauss, cached]})
 
 
@@ -89,8 +88,7 @@ def restore_rng(folder: Path) -> None:
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     saved = json.loads((folder / "rng.json").read_text())
-    version, internal, gauss = saved["python"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate(rng_state_from_json(saved["python"]))
     kind, keys, position, has_gauss, cached = saved["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
 
@@ -103,7 +101,7 @@ def _fsync_files(folder: Path) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, default=_json_default))
+    write_text_atomic(path, json.dumps(obj, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:
@@ -191,10 +189,13 @@ class RunCallback:
         shutil.rmtree(folder, ignore_errors=True)
         save_checkpoint(folder, model, optimizer, scheduler, state)
         _fsync_files(folder)  # on disk before the pointer moves to it
+        previous = (self.run.load_checkpoint() or {}).get("dir")
         self.run.save_checkpoint({"kind": self.kind, "step": state.global_step, "done": False, "wall_s": wall_s,
                                   "dir": str(folder.relative_to(self.run.path))})
-        for old in (self.run.path / CHECKPOINTS).iterdir():  # the pointer moved: older folders are not needed
-            if old != folder:
+        # the pointer moved; the folder of the previous pointer (checkpoint.prev.json) stays, for a torn checkpoint.json
+        keep = {folder, self.run.path / previous} if previous else {folder}
+        for old in (self.run.path / CHECKPOINTS).iterdir():
+            if old not in keep:
                 shutil.rmtree(old, ignore_errors=True)
 
 
@@ -259,30 +260,19 @@ def quiet_trl():
 
 
 class _StepProgress:
-    """One rich progress line: step k/N, reward, KL, loss, elapsed."""
+    """The run's progress line over training steps (dspyrl.runs.LiveProgress)."""
 
     def __init__(self, kind: str, total: int):
-        self.kind, self.total = kind, total
-        self._progress = self._task = None
+        from dspyrl.runs import LiveProgress
+
+        self._live = LiveProgress(total, description=kind, unit="steps")
 
     def start(self, done: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(TextColumn(f"[bold]{self.kind}[/bold] step"), MofNCompleteColumn(), BarColumn(),
-                                  TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
-        self._progress.start()
-        self._task = self._progress.add_task(self.kind, total=self.total, completed=done, info="")
+        self._live.completed = done
+        self._live.__enter__()
 
     def update(self, metrics: dict) -> None:
-        if self._progress is None:
-            return
-        parts = []
-        for label, key in (("reward", "reward_mean"), ("KL", "kl"), ("loss", "loss"), ("margin", "reward_margin")):
-            if isinstance(metrics.get(key), (int, float)):
-                parts.append(f"{label} {metrics[key]:.4g}")
-        self._progress.update(self._task, completed=metrics["step"], info="  ".join(parts))
+        self._live.update(metrics["step"], metrics)
 
     def stop(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        self._live.__exit__(None, None, None)
