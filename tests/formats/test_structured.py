@@ -8,17 +8,8 @@ import pytest
 from dspyrl.formats import AutoFormat, ChoiceAdapter, StructuredAdapter, format_choices_for, resolve_format
 from dspyrl.formats.structured import reply_grammar
 from dspyrl.lm import local_lm
+from tests.lm.torch_threads import one_torch_thread  # noqa: F401
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny-model ops are microseconds; a shared 2-core machine's thread hand-offs cost far more (restored after)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Sentiment(dspy.Signature):

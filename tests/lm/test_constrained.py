@@ -14,6 +14,7 @@ from typing_extensions import Annotated
 from dspyrl.lm import local_lm
 from dspyrl.lm.constraints import Constraint, ConstraintError, parse_constraints
 from dspyrl.lm.local import ContextLengthError, GenerationSettings, LocalEngine, local_engine
+from tests.lm.torch_threads import one_torch_thread  # noqa: F401
 
 
 class Address(pydantic.BaseModel):
@@ -33,17 +34,6 @@ class Person(pydantic.BaseModel):
 
 MESSAGES = [{"role": "user", "content": "describe a person"}]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The tiny model's ops are microseconds; on a shared 2-core machine the thread pool's hand-offs cost ~50× more
-    than the work. Restored afterwards so the rest of the suite is untouched."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _concurrently(engine, calls):

@@ -15,20 +15,11 @@ import pytest
 from dspyrl.cli.main import main
 from dspyrl.lm.local import LocalEngine
 from dspyrl.lm.server import API_KEY_ENV, ServerLimits, serve_in_thread
+from tests.lm.torch_threads import one_torch_thread  # noqa: F401
 
 KEY = "test-key-1234"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny-model ops are microseconds; a shared 2-core machine's thread hand-offs cost far more (restored after)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
