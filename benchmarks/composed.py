@@ -44,7 +44,7 @@ class SimulatedPipeline(dspy.Module):
         return dspy.Prediction(instructions=[p.signature.instructions for p in self.steps])
 
 
-def simulated_run(credit: str, steps: int, candidates: int, seed: int, budget: int) -> dict:
+def simulated_run(credit: str, steps: int, candidates: int, seed: int, budget: int, lr: float = 1.0) -> dict:
     from dspyrl.optim.prompts.grpo import GRPO
 
     problem = random.Random(1000 + seed)  # the same problem for both credit modes
@@ -65,7 +65,7 @@ def simulated_run(credit: str, steps: int, candidates: int, seed: int, budget: i
     data = [dspy.Example(text=f"row {i}").with_inputs("text") for i in range(24)]
     optimizer = GRPO(reward, lm=dspy.LM("openai/never-called"), max_metric_calls=budget, group_size=4, batch_size=4,
                      propose_every=0, labelled_demo_sets=0, learn_format=False, eval_every=2, val_minibatch=0,
-                     num_threads=1, progress=False, seed=seed, credit=credit,
+                     num_threads=1, progress=False, seed=seed, credit=credit, lr=lr,
                      instructions={name: [f"step{k}-{c}" for c in range(1, candidates)] for k, name in enumerate(names)})
     optimized = optimizer.compile(program, trainset=data[:16], valset=data[16:])
     policy = optimizer.state.policy
@@ -86,27 +86,34 @@ def credit_table(args) -> None:
     from scipy import stats
 
     seeds = list(range(args.seeds))
+    # "run ×k lr": run-wide credit with a larger step. Per-module credit averages a predictor's term over the groups
+    # that carry signal for it, i.e. a larger step wherever groups are flat; this arm tells that apart from credit.
+    arms = {"run": ("run", 1.0), "module": ("module", 1.0)}
+    if args.run_lr_scale:
+        arms[f"run ×{args.run_lr_scale:g} lr"] = ("run", args.run_lr_scale)
     for steps in [int(s) for s in args.steps.split(",")]:
         started = time.perf_counter()
-        rows = {mode: [simulated_run(mode, steps, args.candidates, seed, args.budget) for seed in seeds]
-                for mode in ("run", "module")}
+        rows = {arm: [simulated_run(mode, steps, args.candidates, seed, args.budget, lr) for seed in seeds]
+                for arm, (mode, lr) in arms.items()}
         wall = time.perf_counter() - started
         print(f"\n{steps} predictors × {args.candidates} instructions, budget {args.budget} metric calls, "
               f"{len(seeds)} seeds (paired), {wall:.0f} s")
-        print(f"  {'credit':8} {'returned':>9} {'greedy':>8} {'P(best)':>8}   (true expected reward; start "
+        print(f"  {'credit':14} {'returned':>9} {'greedy':>8} {'P(best)':>8}   (true expected reward; start "
               f"{sum(r['start'] for r in rows['run']) / len(seeds):.3f}, best possible "
               f"{sum(r['best'] for r in rows['run']) / len(seeds):.3f})")
         for mode, results in rows.items():
-            print(f"  {mode:8} {sum(r['returned'] for r in results) / len(seeds):9.3f} "
+            print(f"  {mode:14} {sum(r['returned'] for r in results) / len(seeds):9.3f} "
                   f"{sum(r['greedy'] for r in results) / len(seeds):8.3f} "
                   f"{sum(r['p_best'] for r in results) / len(seeds):8.3f}")
-        for key in ("returned", "greedy", "p_best"):
-            diff = [m[key] - r[key] for m, r in zip(rows["module"], rows["run"])]
-            mean = sum(diff) / len(diff)
-            test = stats.wilcoxon(diff) if any(diff) else None
-            wins = sum(d > 1e-12 for d in diff), sum(d < -1e-12 for d in diff)
-            print(f"  module − run, {key:8}: {mean:+.4f}  (module better on {wins[0]}, worse on {wins[1]} seeds; "
-                  f"Wilcoxon p = {test.pvalue:.3f})" if test else f"  module − run, {key}: identical on every seed")
+        for other in [arm for arm in rows if arm != "module"]:
+            for key in ("returned", "greedy", "p_best"):
+                diff = [m[key] - r[key] for m, r in zip(rows["module"], rows[other])]
+                mean = sum(diff) / len(diff)
+                test = stats.wilcoxon(diff) if any(diff) else None
+                wins = sum(d > 1e-12 for d in diff), sum(d < -1e-12 for d in diff)
+                print(f"  module − {other}, {key:8}: {mean:+.4f}  (module better on {wins[0]}, worse on {wins[1]} "
+                      f"seeds; Wilcoxon p = {test.pvalue:.3f})" if test else
+                      f"  module − {other}, {key}: identical on every seed")
 
 
 # ----------------------------------------------------------------------------------------------- real programs
@@ -190,6 +197,8 @@ def main(argv=None) -> int:
     credit.add_argument("--steps", default="2,3", help="predictors per simulated program, comma-separated")
     credit.add_argument("--candidates", type=int, default=4, help="instruction candidates per predictor")
     credit.add_argument("--budget", type=int, default=160, help="metric calls per GRPO run")
+    credit.add_argument("--run-lr-scale", type=float, default=2.0,
+                        help="also run run-wide credit with this many times the step size (0: no such arm)")
     for name in ("programs", "together"):
         p = sub.add_parser(name)
         p.add_argument("--model", default="smollm2")
