@@ -219,15 +219,21 @@ def overhead(steps: int, rounds: int, temperature: float, format_name: str, out:
                 raise SystemExit(f"{kind} worker failed (exit {proc.returncode})")
             result = json.loads(lines[-1].removeprefix("RESULT "))
             runs[kind].append(result)
-            console.print(f"  round {round_index + 1} {kind:>4}: median step {result['median_step_s']:.2f} s, "
+            console.print(f"  round {round_index + 1} {kind:>4}: median step {result['median_step_s']:.2f} s "
+                          f"(generation {result['median_generation_s']:.2f} s), "
                           f"{result['tokens_per_s']:.1f} completion tok/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
                           f"process wall {result['process_wall_s']:.0f} s")
     agg = {kind: {"median_step_s": statistics.median(r["median_step_s"] for r in rs),
                   "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rs),
                   "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                   "process_wall_s": statistics.median(r["process_wall_s"] for r in rs),
-                  "mean_reward": _mean(r["mean_reward"] for r in rs)} for kind, rs in runs.items()}
-    ratios = {"step_time": agg["ours"]["median_step_s"] / agg["raw"]["median_step_s"],
+                  "mean_reward": _mean(r["mean_reward"] for r in rs),
+                  "median_generation_s": statistics.median(r["median_generation_s"] for r in rs)}
+           for kind, rs in runs.items()}
+    # each round's ours/raw ratio compares two neighbouring runs: load drift on a shared machine cancels better than
+    # in a ratio of medians taken across rounds
+    per_round = [o["median_step_s"] / r["median_step_s"] for r, o in zip(runs["raw"], runs["ours"])]
+    ratios = {"step_time": statistics.median(per_round), "step_time_per_round": per_round,
               "time_per_completion_token": agg["raw"]["tokens_per_s"] / agg["ours"]["tokens_per_s"],
               "peak_rss": agg["ours"]["peak_rss_mb"] / agg["raw"]["peak_rss_mb"],
               "process_wall": agg["ours"]["process_wall_s"] / agg["raw"]["process_wall_s"]}
@@ -236,7 +242,10 @@ def overhead(steps: int, rounds: int, temperature: float, format_name: str, out:
     for column in ("", "raw TRL", "dspyrl.LoraGRPO", "ours / raw"):
         table.add_column(column, justify="right")
     table.add_row("median step time", f"{agg['raw']['median_step_s']:.2f} s", f"{agg['ours']['median_step_s']:.2f} s",
-                  f"{ratios['step_time']:.2f}×")
+                  f"{ratios['step_time']:.2f}× (median of rounds: {', '.join(f'{x:.2f}' for x in per_round)})")
+    table.add_row("  of which generation", f"{agg['raw']['median_generation_s']:.2f} s",
+                  f"{agg['ours']['median_generation_s']:.2f} s",
+                  f"{agg['ours']['median_generation_s'] / agg['raw']['median_generation_s']:.2f}×")
     table.add_row("time per completion token", f"{1 / agg['raw']['tokens_per_s']:.3f} s",
                   f"{1 / agg['ours']['tokens_per_s']:.3f} s", f"{ratios['time_per_completion_token']:.2f}×")
     table.add_row("peak RSS", f"{agg['raw']['peak_rss_mb']:.0f} MB", f"{agg['ours']['peak_rss_mb']:.0f} MB",
@@ -254,6 +263,19 @@ def overhead(steps: int, rounds: int, temperature: float, format_name: str, out:
 
 def _worker(kind: str, job: dict) -> None:
     """One timed training run in this process; prints one RESULT line."""
+    import trl
+
+    generation_s: list[float] = []  # TRL's _generate per step (both paths go through it): generation vs the rest
+    generate = trl.GRPOTrainer._generate
+
+    def timed_generate(self, prompts):
+        t = time.perf_counter()
+        try:
+            return generate(self, prompts)
+        finally:
+            generation_s.append(time.perf_counter() - t)
+
+    trl.GRPOTrainer._generate = timed_generate
     started = time.perf_counter()
     if kind == "raw":
         log = _raw_trl(job)
@@ -266,6 +288,7 @@ def _worker(kind: str, job: dict) -> None:
     rewards = [e.get("reward", e.get("reward_mean")) for e in steps]
     print("RESULT " + json.dumps({"median_step_s": statistics.median(timed), "tokens_per_s": tokens / sum(timed),
                                   "mean_reward": _mean(rewards), "reward_curve": rewards,
+                                  "median_generation_s": statistics.median(generation_s[1:] or generation_s),
                                   "peak_rss_mb": peak_mb, "process_wall_s": time.perf_counter() - started,
                                   "steps": len(steps)}))
 
