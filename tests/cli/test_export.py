@@ -108,3 +108,19 @@ def test_export_bad_input_is_one_line(tmp_path, capsys):
     assert "nothing to write" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing"), "--gguf", str(tmp_path / "x.gguf")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_schedule_run_exports_the_adapter_its_best_phase_runs_on(tmp_path):
+    from dspyrl.errors import ConfigError
+
+    run = tmp_path / "schedule"
+    (run / "2-lora" / "adapter").mkdir(parents=True)
+    (run / "2-lora" / "config.json").write_text(json.dumps({"model": "some/model"}))
+    done = [{"phase": 1, "kind": "prompts", "dir": "1-prompts"}, {"phase": 2, "kind": "lora", "dir": "2-lora"},
+            {"phase": 3, "kind": "prompts", "dir": "3-prompts"}]
+    (run / "checkpoint.json").write_text(json.dumps({"phases": ["prompts", "lora", "prompts"], "done": done,
+                                                     "best_phase": 3}))
+    assert export.run_adapter(run)[:2] == ("some/model", run / "2-lora" / "adapter")
+    (run / "checkpoint.json").write_text(json.dumps({"done": done, "best_phase": 1}))
+    with pytest.raises(ConfigError, match="best program runs on the base model"):
+        export.run_adapter(run)
