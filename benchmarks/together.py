@@ -134,7 +134,7 @@ def run_arm(program_name: str, seed: int, arm: str, args, folder: Path) -> dict:
         optimized = optimizer.compile(program, trainset=train, valset=val)
         phases.append({"phase": "lora", "wall_s": time.perf_counter() - t, "rollouts": lora_config.steps * G,
                        "val_rollouts": 2 * len(val), "train_wall_s": optimizer.result.train_wall_s})
-        phase_lm = None
+        phase_lm = lm  # the adapted LM rides on the program when a weights phase won; else the start LM
     else:
         quarter = max(G, R // 4)
         schedule = Schedule(reward, [("prompts", {"max_metric_calls": quarter + val_cost}),
@@ -156,7 +156,7 @@ def run_arm(program_name: str, seed: int, arm: str, args, folder: Path) -> dict:
         record = json.loads((folder / "checkpoint.json").read_text())
         for phase, done in zip(phases, schedule.phases_done):
             phase["rollouts"] = _phase_rollouts(folder / done["dir"], done["kind"], val_cost)
-        phase_lm = None
+        phase_lm = lm  # the adapted LM rides on the program when a weights phase won; else the start LM
         phases.append({"best_phase": record.get("best_phase")})
     test_scores = score(optimized, phase_lm, test, reward, format, seed)
     return {"test": test_scores, "phases": phases, "train_rows": len(train), "val_rows": len(val),
