@@ -20,10 +20,11 @@ before/after) is shared with LoRA GRPO: see dspyrl.optim.weights.base.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError, DataError
 from dspyrl.optim.weights import base, trl_callbacks
 from dspyrl.runs import PAIRS  # the run folder names its files
@@ -35,26 +36,31 @@ _ROLES = ("system", "user", "assistant")
 class LoraDPOConfig:
     """What shapes a DPO run (written to the run folder's config.json). TRL names where TRL has one."""
 
-    steps: int = 30  # optimizer steps (TRL max_steps)
-    batch_size: int = 4  # pairs per device per step
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    beta: float = 0.1  # DPO temperature: how far from the reference (the base model) the policy may move
-    loss_type: str = "sigmoid"  # TRL's: sigmoid | ipo | hinge | ...
-    max_length: int | None = 1024  # prompt + answer tokens (TRL truncates beyond)
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: Any = "all-linear"
-    modules_to_save: list[str] | None = None  # e.g. ["lm_head"]: train it fully (kept tied to the embeddings)
-    group_size: int = 4  # runs per training example when pairs come from rollouts
-    temperature: float = 1.0  # sampling temperature of those runs
-    min_gap: float = 0.0  # best - worst reward must exceed this for a pair
-    failure_reward: float = 0.0
-    save_every: int = 10  # steps between checkpoints (0: none; the final adapter is always saved)
-    num_threads: int = 4
-    seed: int = 0
-    trl_args: dict[str, Any] = field(default_factory=dict)  # any other trl.DPOConfig field, passed through unchanged
+    steps: int = setting(30, "optimizer steps (TRL max_steps)", ge=1)
+    batch_size: int = setting(4, "pairs per device per step", ge=1)
+    gradient_accumulation_steps: int = setting(1, "optimizer steps' gradient accumulation (TRL's)", ge=1)
+    learning_rate: float = setting(1e-4, "learning rate of the LoRA weights", gt=0)
+    beta: float = setting(0.1, "DPO temperature: how far from the reference (the base model) the policy may move",
+                          ge=0)
+    loss_type: str = setting("sigmoid", "TRL's: sigmoid | ipo | hinge | ...")
+    max_length: int | None = setting(1024, "prompt + answer tokens (TRL truncates beyond)", ge=1)
+    lora_r: int = setting(16, "LoRA rank", ge=1)
+    lora_alpha: int = setting(32, "LoRA alpha (scale = alpha / r)", gt=0)
+    lora_dropout: float = setting(0.0, "LoRA dropout", ge=0, le=1)
+    target_modules: Any = setting("all-linear", "modules LoRA adapts (PEFT's target_modules)")
+    modules_to_save: list[str] | None = setting(None, "e.g. [\"lm_head\"]: train it fully (kept tied to the embeddings)")
+    group_size: int = setting(4, "runs per training example when pairs come from rollouts", ge=2)
+    temperature: float = setting(1.0, "sampling temperature of those runs", ge=0)
+    min_gap: float = setting(0.0, "best - worst reward must exceed this for a pair", ge=0)
+    failure_reward: float = setting(0.0, "reward of an unparseable completion / a failed run")
+    save_every: int = setting(10, "steps between checkpoints (0: none; the final adapter is always saved)", ge=0)
+    num_threads: int = setting(4, "concurrent program runs", ge=1)
+    seed: int = setting(0, "seed of the training", ge=0)
+    trl_args: dict[str, Any] = setting(help="any other trl.DPOConfig field, passed through unchanged",
+                                       default_factory=dict)
+
+    def __post_init__(self):  # the ranges `dspyrl finetune` checks at parse time, for library callers too
+        check_settings(self)
 
 
 class LoraDPO(base.LocalWeightsOptimizer):

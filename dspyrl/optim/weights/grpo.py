@@ -44,11 +44,12 @@ import json
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dspy
 
+from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 from dspyrl.optim.weights import base, shared_prompt, trl_callbacks
 from dspyrl.rewards.combine import RewardResult, to_reward_result
@@ -60,32 +61,38 @@ ROLLOUT_MODES = ("auto", "predictor", "program")
 class LoraGRPOConfig:
     """What shapes a LoRA GRPO run (written to the run folder's config.json). TRL names where TRL has one."""
 
-    steps: int = 40  # optimizer steps (TRL max_steps)
-    num_generations: int = 4  # G: completions per prompt, the group
-    prompts_per_step: int = 1  # examples per optimizer step (per device); rows per step = prompts_per_step × G
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 3e-4
-    loss_type: str = "dapo"  # TRL's: grpo | dr_grpo | dapo | bnpo | ...
-    beta: float = 0.02  # KL to the base model (0 skips the reference pass and the KL column)
-    epsilon: float = 0.2  # PPO clip
-    scale_rewards: str = "group"  # "none" = Dr. GRPO (no division by the group std)
-    temperature: float = 1.0
-    max_completion_length: int = 64
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: Any = "all-linear"
-    modules_to_save: list[str] | None = None  # e.g. ["lm_head"]: train it fully (kept tied to the embeddings)
+    steps: int = setting(40, "optimizer steps (TRL max_steps)", ge=1)
+    num_generations: int = setting(4, "G: completions per prompt, the group", ge=2)
+    prompts_per_step: int = setting(1, "examples per optimizer step (per device); rows per step = prompts_per_step × G",
+                                    ge=1)
+    gradient_accumulation_steps: int = setting(1, "optimizer steps' gradient accumulation (TRL's)", ge=1)
+    learning_rate: float = setting(3e-4, "learning rate of the LoRA weights", gt=0)
+    loss_type: str = setting("dapo", "TRL's: grpo | dr_grpo | dapo | bnpo | ...")
+    beta: float = setting(0.02, "KL to the base model (0 skips the reference pass and the KL column)", ge=0)
+    epsilon: float = setting(0.2, "PPO clip", ge=0)
+    scale_rewards: str = setting("group", "\"none\" = Dr. GRPO (no division by the group std)")
+    temperature: float = setting(1.0, "sampling temperature of the group's completions", ge=0)
+    max_completion_length: int = setting(64, "completion tokens per sample", ge=1)
+    lora_r: int = setting(16, "LoRA rank", ge=1)
+    lora_alpha: int = setting(32, "LoRA alpha (scale = alpha / r)", gt=0)
+    lora_dropout: float = setting(0.0, "LoRA dropout", ge=0, le=1)
+    target_modules: Any = setting("all-linear", "modules LoRA adapts (PEFT's target_modules)")
+    modules_to_save: list[str] | None = setting(None, "e.g. [\"lm_head\"]: train it fully (kept tied to the embeddings)")
     # one prefill per prompt for its G samples, and one prompt forward per group in the loss (shared_prompt.py);
     # False: TRL's own generation and forward, each over the G copies of the prompt
-    share_prompt: bool = True
-    merge_lora_for_generation: bool = False  # merge the LoRA weights into the base ones while generating
-    rollout: str = "auto"  # "predictor" | "program" | "auto" (predictor for one predictor, program for several)
-    failure_reward: float = 0.0  # reward of an unparseable completion / a failed run
-    save_every: int = 10  # steps between checkpoints (0: none; the final adapter is always saved)
-    num_threads: int = 4  # concurrent reward calls / program runs
-    seed: int = 0
-    trl_args: dict[str, Any] = field(default_factory=dict)  # any other trl.GRPOConfig field, passed through unchanged
+    share_prompt: bool = setting(True, "one prefill per prompt for its G samples, one prompt forward per group")
+    merge_lora_for_generation: bool = setting(False, "merge the LoRA weights into the base ones while generating")
+    rollout: str = setting("auto", "predictor | program | auto (predictor for one predictor, program for several)",
+                           choices=("auto", "predictor", "program"))
+    failure_reward: float = setting(0.0, "reward of an unparseable completion / a failed run")
+    save_every: int = setting(10, "steps between checkpoints (0: none; the final adapter is always saved)", ge=0)
+    num_threads: int = setting(4, "concurrent reward calls / program runs", ge=1)
+    seed: int = setting(0, "seed of the training", ge=0)
+    trl_args: dict[str, Any] = setting(help="any other trl.GRPOConfig field, passed through unchanged",
+                                       default_factory=dict)
+
+    def __post_init__(self):  # the ranges `dspyrl finetune` checks at parse time, for library callers too
+        check_settings(self)
 
     def rollout_mode(self, n_predictors: int) -> str:
         if self.rollout not in ROLLOUT_MODES:
