@@ -22,6 +22,7 @@ Also here: early stopping on a validation plateau, step callbacks, rich live pro
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -216,8 +217,6 @@ class RunFolder:
 
     # ------------------------------------------------------------------------------------------ one writer at a time
     def _lock(self) -> None:
-        import fcntl
-
         key = self.path.resolve()
         with _HELD_GUARD:
             held = _HELD.get(key)
@@ -240,8 +239,6 @@ class RunFolder:
         """Let other processes write the folder (also when the object is garbage-collected or the process dies)."""
         if not getattr(self, "_locked", False):
             return
-        import fcntl
-
         self._locked = False
         with _HELD_GUARD:
             held = _HELD[self._key]

@@ -133,3 +133,16 @@ def test_split_never_leaves_a_part_empty_by_rounding():
     assert len(val) == 1 and len(test) == 1 and len(train) == 2
     with pytest.raises(DataError, match="sum"):
         split_examples(list(range(4)), fractions=(0.5, 0.5, 0.5))
+
+
+def test_read_jsonl_is_the_one_reader_and_skips_only_a_torn_last_line(tmp_path):
+    from dspyrl.data import read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n\n{"step": 2}\n{"step": 3, "rew')  # a kill mid-append leaves an unterminated line
+    assert [row["step"] for _, row in read_jsonl(path, torn_last_line=True)] == [1, 2]
+    with pytest.raises(DataError, match="metrics.jsonl:4: invalid JSON"):
+        list(read_jsonl(path))
+    path.write_text('{"step": 1}\n{oops\n{"step": 3}\n')  # a bad line in the middle is never "torn"
+    with pytest.raises(DataError, match="metrics.jsonl:2: invalid JSON"):
+        list(read_jsonl(path, torn_last_line=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dspyrl.cli.options import ModelOptions, add_settings, judge_lm as build_judge_lm, settings_of
+from dspyrl.cli.options import ModelOptions, add_settings, check_format, judge_lm as build_judge_lm, settings_of
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 
@@ -91,6 +91,7 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
                                                    "judge": judge})
     if run.file(COMPARISON).exists() and not force:
         raise ConfigError(f"{out} already holds a comparison", hint="choose another --out or pass --force")
+    check_format(format, program_file.build_program(), None)  # before any model loads
     lm_cache: dict = {}
     lm_kwargs = {"temperature": 0.0, "max_tokens": max_tokens}
     with console.status("loading the models…"):
@@ -99,6 +100,9 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
         judge_lm = build_judge_lm(ModelOptions(judge=judge, judge_max_tokens=judge_max_tokens))
     if format:  # both arms; a saved program's per-predictor format still wins for its predictors
         from dspyrl.formats import resolve_format
+
+        for arm in (arm_a, arm_b):
+            check_format(format, arm.program, arm.lm)
 
         arm_a.format = resolve_format(format, arm_a.lm)
         arm_b.format = resolve_format(format, arm_b.lm)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import dspy
 import numpy as np
 
+from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError, DataError
 from dspyrl.rollout import to_jsonable
 
@@ -220,16 +221,20 @@ def summarize_pairwise(judgements: list, lengths_a: list[int], lengths_b: list[i
 class ComparisonConfig:
     """Settings shared by both arms (equal by construction, so the comparison stays paired)."""
 
-    seed: int = 0  # the bootstrap's seed (sampling is seeded alike anyway: both arms get the same rollout ids)
-    temperature: float | None = None  # None: each LM's own setting
-    num_threads: int = 4  # concurrent rollouts per arm
-    judge_threads: int = 4
-    confidence: float = 0.95
-    alpha: float = 0.05
-    n_resamples: int = 10_000
-    failure_reward: float = 0.0  # score of a rollout whose LM call or parse failed
-    cache: bool = True
-    progress: bool = True
+    seed: int = setting(0, "the bootstrap's seed (sampling is seeded alike anyway: both arms get the same rollout ids)",
+                        ge=0)
+    temperature: float | None = setting(None, "sampling temperature of both arms (None: each LM's own)", ge=0)
+    num_threads: int = setting(4, "concurrent rollouts per arm", ge=1)
+    judge_threads: int = setting(4, "concurrent pairwise judgements", ge=1)
+    confidence: float = setting(0.95, "level of the bootstrap interval", gt=0, le=1)
+    alpha: float = setting(0.05, "significance level of the paired test", gt=0, le=1)
+    n_resamples: int = setting(10_000, "bootstrap resamples", ge=100)
+    failure_reward: float = setting(0.0, "score of a rollout whose LM call or parse failed")
+    cache: bool = setting(True, "use DSPy's cache (cached calls count no tokens or latency)")
+    progress: bool = setting(True, "show progress bars")
+
+    def __post_init__(self):
+        check_settings(self)
 
 
 @dataclass
