@@ -137,27 +137,29 @@ def test_rollouts_call_a_group_judge_once_per_group_on_the_tiny_model(tiny_task_
 
 
 # ----------------------------------------------------------------------------------------------- over HTTP
-class ShownOutputsJudge:
-    """An engine for `dspyrl serve` whose reply is a fair judgement of what the prompt shows (counts its requests)."""
+def shown_outputs_judge(model_dir):
+    """A real LocalEngine (tokenizer, context checks) behind `dspyrl serve` whose replies are a fair judgement of what
+    the prompt shows, computed instead of sampled from the random model; it counts the requests."""
+    from dspyrl.lm.local import LocalEngine
 
-    default_max_tokens = 256
+    class ShownOutputsJudge(LocalEngine):
+        requests = 0
+        _count_lock = threading.Lock()
 
-    def __init__(self):
-        self.requests = 0
-        self._lock = threading.Lock()
+        def generate(self, messages, n=1, settings=None, **kwargs):
+            with self._count_lock:
+                self.requests += 1
+            text = fair_reply(messages)
+            return [Generation(text, 50, 20, "stop") for _ in range(n)]
 
-    def generate(self, messages, n=1, settings=None):
-        with self._lock:
-            self.requests += 1
-        text = fair_reply(messages)
-        return [Generation(text, 50, 20, "stop") for _ in range(n)]
+    return ShownOutputsJudge(str(model_dir))
 
 
-def test_group_judge_over_http_maps_scores_back_and_makes_one_call_per_group(tiny_task_lm):
+def test_group_judge_over_http_maps_scores_back_and_makes_one_call_per_group(tiny_task_lm, tiny_model_dir):
     from dspyrl.lm import openai_compatible
     from dspyrl.lm.server import serve_in_thread
 
-    engine = ShownOutputsJudge()
+    engine = shown_outputs_judge(tiny_model_dir)
     handle = serve_in_thread(engine=engine, served_name="judge")
     try:
         judge_lm = openai_compatible(handle.base_url, "judge", temperature=0.0, cache=False)

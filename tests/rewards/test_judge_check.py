@@ -11,7 +11,7 @@ import pytest
 
 from dspyrl.rewards.judge import RewardModule
 from dspyrl.rewards.judge_check import LabelledGroup, check_judge, pairwise_check
-from tests.rewards.test_group_judge import ShownOutputsJudge, content_score, shown_candidates
+from tests.rewards.test_group_judge import content_score, shown_candidates, shown_outputs_judge
 from tests.rewards.test_judge import chat, last_user, scripted_lm
 
 
@@ -110,7 +110,7 @@ def test_judge_check_command_on_the_tiny_model_with_a_judge_over_http(tmp_path, 
 
     program = tmp_path / "echo.py"
     program.write_text(PROGRAM)
-    engine = ShownOutputsJudge()
+    engine = shown_outputs_judge(tiny_model_dir)
     handle = serve_in_thread(engine=engine, served_name="judge")
     try:
         code = main(["judge-check", str(program), "--model", str(tiny_model_dir), "--judge",
