@@ -30,6 +30,7 @@ from dspyrl.formats.choice import ChoiceAdapter, choice_outputs, constrained_req
 from dspyrl.formats.compact import CompactAdapter, finite_values, render_value
 
 MAX_TEXT_TOKENS = 160  # one free-text field's cap; the typed fields after it must still fit in max_tokens
+FIELD_TOKENS = 12  # what a field's name and a typed value take, set aside from max_tokens before free text gets any
 
 
 def _literal(text: str) -> str:
@@ -86,6 +87,16 @@ class StructuredAdapter(CompactAdapter):
         self.max_text_tokens = max_text_tokens
         self.send_grammar = send_grammar  # None: decide by guided_choice_route; False: never; True: always
 
+    def text_budget(self, signature, max_tokens: int | None) -> int:
+        """Tokens each free-text field may take: its cap, shrunk so the whole reply fits `max_tokens` (a reasoning
+        line that ran to max_tokens would leave the label unwritten, and the reply unparsed)."""
+        if not max_tokens:
+            return self.max_text_tokens
+        fields = signature.output_fields.values()
+        free = sum(1 for f in fields if f.annotation is str or set(get_args(f.annotation)) == {str, type(None)})
+        spare = int(max_tokens) - FIELD_TOKENS * len(fields)
+        return max(4, min(self.max_text_tokens, spare // max(free, 1)))
+
     def applies(self, lm, signature) -> bool:
         if self.send_grammar is False or not structured_applies(signature):
             return False
@@ -99,7 +110,8 @@ class StructuredAdapter(CompactAdapter):
         n = int(lm_kwargs.pop("n", None) or getattr(lm, "kwargs", {}).get("n") or 1)
         rollout_id = lm_kwargs.pop("rollout_id", None)
         cache = {"cache": lm_kwargs.pop("cache")} if "cache" in lm_kwargs else {}
-        grammar = reply_grammar(signature, self.max_text_tokens)
+        grammar = reply_grammar(signature, self.text_budget(signature, lm_kwargs.get("max_tokens")
+                                                            or getattr(lm, "kwargs", {}).get("max_tokens")))
         request = constrained_request(lm, messages, lm_kwargs, {"structured_outputs": {"grammar": grammar}})
         # Parsed like any compact reply: a server that ignored the grammar answered freely and is read leniently.
         return [self.parse(signature, text) for text in sample_texts(lm, request, n, rollout_id, cache)]
