@@ -70,6 +70,24 @@ class SpendOptions:
     estimate: bool = setting(False, "print the expected calls, tokens and cost of the run, then stop before any call")
 
 
+@dataclass(kw_only=True)
+class ReportOptions:
+    """Where training metrics go besides metrics.jsonl (optimize, finetune)."""
+
+    report_to: str = setting("none", "also log every step's metrics to TensorBoard (run folder/tensorboard) or Weights & "
+                                     "Biases (WANDB_MODE=offline keeps it in the run folder); LoRA phases pass it to "
+                                     "TRL's report_to", choices=("none", "tensorboard", "wandb"))
+
+
+def report_callbacks(report_to: str, run_dir, config: dict) -> list:
+    """Step callbacks for prompt GRPO's `callbacks=` (TensorBoard is GRPO's own `tensorboard=True`); close() each after."""
+    if report_to != "wandb":
+        return []
+    from dspyrl.runs import WandbCallback
+
+    return [WandbCallback(run_dir, config)]
+
+
 def lm_settings(options: ModelOptions) -> dict:
     """What every LM a command builds shares: the hosted connection settings and the cache."""
     return {"api_base": options.api_base, "timeout": options.timeout, "num_retries": options.num_retries,
@@ -97,11 +115,15 @@ def judge_lm(options: ModelOptions, spec: str | None = None):
 
 
 def check_format(name: str | None, program, lm) -> None:
-    """`--format choice` where it cannot apply is an error, not a silent fallback to compact."""
-    if name != "choice":
-        return
+    """`--format choice` (or `structured`) where it cannot apply is an error, not a silent fallback to compact."""
     from dspyrl.errors import ConfigError
     from dspyrl.formats import choice_outputs, guided_choice_route
+
+    if name == "structured" and lm is not None and guided_choice_route(lm) is None:
+        raise ConfigError(f"--format structured needs a model that takes a grammar (a local model or `dspyrl serve`), "
+                          f"not {getattr(lm, 'model', lm)}", hint="use --format compact, chat or json (or auto)")
+    if name != "choice":
+        return
 
     free = [n for n, p in program.named_predictors() if choice_outputs(p.signature) is None]
     if free:

@@ -78,3 +78,40 @@ def test_auto_is_choice_for_labels_structured_otherwise_and_dspys_default_on_hos
 
 def test_structured_on_a_hosted_lm_writes_the_compact_format():
     assert StructuredAdapter().applies(dspy.LM("openrouter/some/model"), Extract) is False
+
+
+def test_structured_on_a_hosted_model_is_a_cli_error_not_a_fallback():
+    from dspyrl.cli.options import check_format
+    from dspyrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--format structured needs a model that takes a grammar"):
+        check_format("structured", dspy.Predict(Extract), dspy.LM("openrouter/some/model"))
+
+
+def test_the_extract_program_always_parses_under_structured(lm):
+    from dspyrl.program_file import load_program_file
+    from dspyrl.rollout import run_rollouts
+
+    extract = load_program_file("extract")
+    examples = extract.load_examples()
+    assert len(examples) == 40 and all(isinstance(e.age, int) for e in examples)
+    gold, reward = examples[0], extract.build_reward()
+    assert reward(gold, dspy.Prediction(name=" maria", age=34, city="LISBON")) == 1.0
+    assert reward(gold, dspy.Prediction(name="Maria", age=35, city="Lisbon")) == 0.0
+    batch = run_rollouts(extract.build_program(), examples[:6], extract.build_reward(), lm=lm,
+                         format=StructuredAdapter(), num_threads=6, progress=False)
+    assert batch.failures == 0 and all(isinstance(r.prediction.age, int) for r in batch.rollouts)
+
+
+@pytest.mark.slow
+def test_smollm2_never_fails_to_parse_under_structured():
+    from dspyrl.formats import resolve_format
+    from dspyrl.program_file import load_program_file
+    from dspyrl.rollout import run_rollouts
+
+    smollm2 = local_lm("smollm2", max_tokens=96)
+    for name in ("extract", "topic_cot"):
+        program_file = load_program_file(name)
+        batch = run_rollouts(program_file.build_program(), program_file.load_examples()[:8], program_file.build_reward(),
+                             lm=smollm2, format=resolve_format("auto", smollm2), num_threads=8, progress=False)
+        assert batch.failures == 0, batch.error_types
