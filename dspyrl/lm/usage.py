@@ -121,6 +121,7 @@ class UsageMeter(BaseCallback):
         self._lock = threading.Lock()
         self._pending = threading.local()  # usage reported by DSPy for the call now ending in this thread
         self._lms: dict[str, Any] = {}  # call_id -> the LM instance making it
+        self._outer = None  # the usage tracker active where this meter's block began
         if spent:
             self.load(spent)
 
@@ -129,6 +130,8 @@ class UsageMeter(BaseCallback):
         if not hasattr(self._pending, "items"):
             self._pending.items = []
         self._pending.items.append(dict(usage or {}))
+        if self._outer is not None:  # a meter of an enclosing block (the command's, around the optimizer's) counts too
+            self._outer.add_usage(model, usage)
 
     def on_lm_start(self, call_id, instance, inputs):
         self._pending.items = []
@@ -150,6 +153,9 @@ class UsageMeter(BaseCallback):
             history = getattr(lm, "history", None) or []
             entry = history[-1] if history and exception is None else None
             reported = [entry.get("usage") or {}] if entry is not None and entry.get("usage") else []
+        provider_cost = _reported_cost(outputs)
+        if provider_cost is not None and len(reported) == 1 and reported[0].get("cost") is None:
+            reported = [{**reported[0], "cost": provider_cost}]
         call = RoleUsage(calls=1, failed=int(exception is not None), models=[model])
         if exception is None and not reported:
             call.cached = 1
@@ -170,8 +176,13 @@ class UsageMeter(BaseCallback):
     def active(self) -> Iterator["UsageMeter"]:
         """Count every LM call inside this block (threads that copy the context, as run_rollouts does, included)."""
         callbacks = [c for c in (dspy.settings.callbacks or []) if c is not self]
-        with dspy.context(usage_tracker=self, callbacks=[*callbacks, self]):
-            yield self
+        outer = dspy.settings.usage_tracker
+        self._outer = outer if outer is not self else None
+        try:
+            with dspy.context(usage_tracker=self, callbacks=[*callbacks, self]):
+                yield self
+        finally:
+            self._outer = None
 
     @property
     def cost(self) -> float:
@@ -213,6 +224,15 @@ class UsageMeter(BaseCallback):
             parts.append(f"{role} {row['calls']} calls, {row['tokens']} tokens, ${row['cost']:.4f} ({row['cost_source']})")
         cap = f"; cap ${self.max_cost:.4f}" if self.max_cost is not None else ""
         return "spent: " + ("; ".join(parts) or "no LM calls") + f"; total ${self.cost:.4f}{cap}"
+
+
+def _reported_cost(outputs) -> float | None:
+    """The provider's own cost in a typed (lm15 Request) call's Response: DSPy's usage for such a call carries only
+    tokens, while the raw reply (provider_data) still has e.g. OpenRouter's `usage.cost`."""
+    data = getattr(outputs, "provider_data", None) if hasattr(outputs, "message") else None
+    usage = (data or {}).get("usage") if isinstance(data, dict) else None
+    cost = usage.get("cost") if isinstance(usage, dict) else None
+    return float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
 
 
 def _role_order(item) -> tuple[int, str]:
