@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import threading
@@ -144,13 +145,24 @@ def save_program(program, path: str | Path) -> Path:
 
 
 def scrub_secrets(config: Any) -> Any:
-    """A copy of a (nested) config without any key that names a credential."""
+    """A copy of a (nested) config without any key that names a credential, and with the user:password part of any
+    URL in it replaced by '***'."""
     if isinstance(config, dict):
         return {k: scrub_secrets(v) for k, v in config.items()
                 if not any(word in str(k).lower() for word in _SECRET_WORDS)}
     if isinstance(config, (list, tuple)):
         return [scrub_secrets(v) for v in config]
+    if isinstance(config, str) and "@" in config:
+        return _URL_USERINFO.sub(r"\1***@", config)
     return config
+
+
+_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def has_url_credential(text: str) -> bool:
+    """Whether `text` holds a URL with a user:password part (which would be logged and saved with the run)."""
+    return bool(_URL_USERINFO.search(text))
 
 
 # ----------------------------------------------------------------------------------------------- the folder

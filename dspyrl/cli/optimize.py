@@ -22,8 +22,8 @@ from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 from dspyrl.runs import PROGRAM, RunFolder
 from dspyrl.score import score_entry, score_program
-from dspyrl.cli.options import (ModelOptions, add_settings, check_format, judge_lm, run_fingerprint, settings_of,
-                                task_lm)
+from dspyrl.cli.options import (ModelOptions, ReportOptions, SpendOptions, add_settings, check_format, judge_lm,
+                                lm_settings, report_callbacks, run_fingerprint, settings_of, task_lm)
 
 
 def optimize_program(config: OptimizeConfig, *, console: Console | None = None, **grpo_settings) -> dict:
@@ -35,22 +35,26 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
     from dspyrl.formats import resolve_format
     from dspyrl.data import split_examples
     from dspyrl.lm import lm_from_spec
+    from dspyrl.lm.usage import UsageMeter, assign_role
     from dspyrl.optim.prompts.grpo import GRPO, GRPOConfig
     from dspyrl.program_file import load_program_file
 
     console = console or Console()
     seed, threads = config.seed, config.threads
-    grpo_config = GRPOConfig(**{"seed": seed, "num_threads": threads, **grpo_settings})
+    grpo_config = GRPOConfig(**{"seed": seed, "num_threads": threads, "max_cost": config.max_cost, **grpo_settings})
     spec = load_program_file(config.program)
     student = spec.build_program()
     examples = spec.load_examples()
     train, val, test = split_examples(examples, seed=seed)
+    if config.estimate:  # before any folder is written or any model is loaded
+        console.print(estimate_spend(config, grpo_config, student, train, val, test))
+        return {"estimate": True}
     out = Path(config.out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
     # claimed before any model loads; the budget and the threads may change on resume, nothing else
     fingerprint = run_fingerprint("optimize", spec, student, examples, config, ["judge", "reflection_model", "seed",
                                   "fixed_format", "max_tokens"])
     fingerprint["grpo"] = {k: v for k, v in dataclasses.asdict(grpo_config).items()
-                           if k not in ("max_metric_calls", "num_threads")}
+                           if k not in ("max_metric_calls", "num_threads", "max_cost")}
     run = RunFolder(out, resume=config.resume, force=config.force, fingerprint=fingerprint)
     console.print(f"[bold]dspyrl optimize[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan] — "
                   f"{len(train)} train / {len(val)} val / {len(test)} test rows, budget "
@@ -59,17 +63,25 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
     with console.status("loading the model…"):
         lm = task_lm(config)
         reward_judge = judge_lm(config)
-        reflection_lm = lm_from_spec(config.reflection_model, temperature=1.0) if config.reflection_model else None
+        reflection_lm = assign_role(lm_from_spec(config.reflection_model, temperature=1.0, **lm_settings(config)),
+                                    "reflection") if config.reflection_model else None
     reward = spec.build_reward(judge_lm=reward_judge)
     chosen_format = resolve_format(config.format, lm)
     check_format(config.format, student, lm)
 
-    with dspy.context(adapter=chosen_format) if chosen_format is not None else contextlib.nullcontext():
+    meter = UsageMeter()  # the whole command's calls, tokens and cost per role (GRPO keeps its own, for the cap)
+    reporters = report_callbacks(config.report_to, out, {**dataclasses.asdict(grpo_config), "model": config.model})
+    with meter.active(), dspy.context(adapter=chosen_format) if chosen_format is not None else contextlib.nullcontext():
         with console.status("scoring the starting program on the test split…"):
             before, _ = score_program(student, test, reward, lm, num_threads=threads)
         started = time.perf_counter()
-        optimizer = GRPO(reward, grpo_config, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=config.resume)
-        optimized = optimizer.compile(student, trainset=train, valset=val)
+        optimizer = GRPO(reward, grpo_config, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=config.resume,
+                         tensorboard=config.report_to == "tensorboard", callbacks=reporters)
+        try:
+            optimized = optimizer.compile(student, trainset=train, valset=val)
+        finally:
+            for reporter in reporters:
+                reporter.close()
         optimize_s = time.perf_counter() - started
         with console.status("scoring the optimized program on the test split…"):
             after, _ = score_program(optimized, test, reward, lm, num_threads=threads)
@@ -83,11 +95,16 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
         "tokens": before["tokens"] + state.tokens + after["tokens"],
         "cost": before["cost"] + state.cost + after["cost"], "wall_s": before["wall_s"] + optimize_s + after["wall_s"],
         "best_val": state.best, "metric_calls": state.metric_calls, "steps": state.step, "stopped": state.stopped,
+        "usage": meter.table(), "optimize_usage": optimizer.meter.table(), "max_cost": config.max_cost,
         "val_vs_start": state.final_vs_start, "budget_split": {**state.spent, "proposal_lm_calls": state.proposals.asked},
         "proposals": state.proposals.to_json(),
         "optimize_wall_s": optimize_s, "program_json": str(run.file(PROGRAM))})
     run.release()
     show_story(console, summary, optimized)
+    console.print(meter.summary_line())
+    if state.stopped == "cost_cap":
+        console.print(f"[bold]stopped at the cost cap[/bold]: GRPO spent ${optimizer.meter.cost:.4f} of "
+                      f"${config.max_cost:.4f}, checkpointed; continue with --resume --out {out} --max-cost <higher>")
     return summary
 
 
@@ -118,9 +135,28 @@ def show_story(console: Console, summary: dict, optimized) -> None:
                   "it runs with its learned format; DSPy's program.load(path) reads it too)")
 
 
+def estimate_spend(config, grpo_config, student, train, val, test) -> str:
+    """The expected calls, tokens and cost of `dspyrl optimize` per role, from the budget and one formatted prompt."""
+    from dspyrl.lm.usage import RoleEstimate, format_estimate, prompt_tokens
+
+    predictors = len(student.named_predictors())
+    prompt = prompt_tokens(student, train[0])
+    runs = grpo_config.max_metric_calls + 2 * len(test)  # GRPO's scored runs, then the test split before and after
+    steps = max(1, (grpo_config.max_metric_calls - 2 * len(val)) // (grpo_config.batch_size * grpo_config.group_size))
+    rounds = steps // grpo_config.propose_every if grpo_config.propose_every else 0
+    rows = [RoleEstimate("task", config.model, runs * predictors, prompt, config.max_tokens),
+            # a proposal prompt shows the instruction and a batch of scored runs
+            RoleEstimate("reflection", config.reflection_model or config.model,
+                         rounds * grpo_config.num_proposals * predictors, prompt * (1 + grpo_config.batch_size),
+                         grpo_config.proposal_max_tokens)]
+    if config.judge:
+        rows.append(RoleEstimate("judge", config.judge, runs, prompt + config.max_tokens, config.judge_max_tokens))
+    return format_estimate(rows, config.max_cost)
+
+
 # ---------------------------------------------------------------- the command line
 @dataclass(kw_only=True)
-class OptimizeConfig(ModelOptions):
+class OptimizeConfig(ModelOptions, SpendOptions, ReportOptions):
     """`dspyrl optimize`'s own options; GRPO's (--budget, --group-size, --batch-size) are GRPOConfig fields."""
 
     program: str = setting(help="a ready program name (e.g. sentiment) or a path to a program .py file", positional=True)

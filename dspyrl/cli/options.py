@@ -88,6 +88,24 @@ def report_callbacks(report_to: str, run_dir, config: dict) -> list:
     return [WandbCallback(run_dir, config)]
 
 
+@dataclass(kw_only=True)
+class ReportOptions:
+    """Where training metrics go besides metrics.jsonl (optimize, finetune)."""
+
+    report_to: str = setting("none", "also log every step's metrics to TensorBoard (run folder/tensorboard) or Weights & "
+                                     "Biases (WANDB_MODE=offline keeps it in the run folder); LoRA phases pass it to "
+                                     "TRL's report_to", choices=("none", "tensorboard", "wandb"))
+
+
+def report_callbacks(report_to: str, run_dir, config: dict) -> list:
+    """Step callbacks for prompt GRPO's `callbacks=` (TensorBoard is GRPO's own `tensorboard=True`); close() each after."""
+    if report_to != "wandb":
+        return []
+    from dspyrl.runs import WandbCallback
+
+    return [WandbCallback(run_dir, config)]
+
+
 def lm_settings(options: ModelOptions) -> dict:
     """What every LM a command builds shares: the hosted connection settings and the cache."""
     return {"api_base": options.api_base, "timeout": options.timeout, "num_retries": options.num_retries,
@@ -174,6 +192,15 @@ def settings_of(config_class: type, args: argparse.Namespace, **overrides) -> An
     """`config_class` filled from the parsed options it declares (fields without an option keep their default)."""
     names = {f.name for f in dataclasses.fields(config_class) if f.init}
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    from dspyrl.runs import has_url_credential
+
+    for name, value in values.items():  # before anything prints or saves the value
+        if isinstance(value, str) and has_url_credential(value):
+            from dspyrl.errors import ConfigError
+
+            raise ConfigError(f"--{name.replace('_', '-')} holds a URL with a credential (user:password@); a URL is "
+                              "printed and saved with the run", hint="pass the key in its environment variable, e.g. "
+                                                                     "OPENROUTER_API_KEY or OPENAI_COMPATIBLE_API_KEY")
     return config_class(**{**values, **overrides})
 
 
