@@ -76,7 +76,7 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
             before, _ = score_program(student, test, reward, lm, num_threads=threads)
         started = time.perf_counter()
         optimizer = GRPO(reward, grpo_config, lm=lm, reflection_lm=reflection_lm, run_dir=out, resume=config.resume,
-                         tensorboard=config.report_to == "tensorboard", callbacks=reporters)
+                         tensorboard=config.report_to in ("tensorboard", "wandb"), callbacks=reporters)
         try:
             optimized = optimizer.compile(student, trainset=train, valset=val)
         finally:

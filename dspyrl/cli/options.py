@@ -80,30 +80,35 @@ class ReportOptions:
 
 
 def report_callbacks(report_to: str, run_dir, config: dict) -> list:
-    """Step callbacks for prompt GRPO's `callbacks=` (TensorBoard is GRPO's own `tensorboard=True`); close() each after."""
-    if report_to != "wandb":
-        return []
-    from dspyrl.runs import WandbCallback
-
-    return [WandbCallback(run_dir, config)]
+    """Step callbacks for prompt GRPO's `callbacks=`; close() each after. TensorBoard is GRPO's own `tensorboard=True`,
+    which --report-to wandb turns on too: the W&B run mirrors those scalars (sync_tensorboard), one set for both."""
+    return [WandbRun(run_dir, config)] if report_to == "wandb" else []
 
 
-@dataclass(kw_only=True)
-class ReportOptions:
-    """Where training metrics go besides metrics.jsonl (optimize, finetune)."""
+class WandbRun:
+    """A W&B run in `run_dir`/wandb that mirrors the TensorBoard scalars written after it starts; WANDB_MODE=offline
+    keeps it on disk. Its config is scrubbed of credentials like the run folder's."""
 
-    report_to: str = setting("none", "also log every step's metrics to TensorBoard (run folder/tensorboard) or Weights & "
-                                     "Biases (WANDB_MODE=offline keeps it in the run folder); LoRA phases pass it to "
-                                     "TRL's report_to", choices=("none", "tensorboard", "wandb"))
+    def __init__(self, run_dir, config: dict):
+        import os
 
+        try:
+            import wandb
+        except ImportError as err:
+            from dspyrl.errors import MissingExtraError
 
-def report_callbacks(report_to: str, run_dir, config: dict) -> list:
-    """Step callbacks for prompt GRPO's `callbacks=` (TensorBoard is GRPO's own `tensorboard=True`); close() each after."""
-    if report_to != "wandb":
-        return []
-    from dspyrl.runs import WandbCallback
+            raise MissingExtraError("wandb", "wandb") from err
+        from dspyrl.runs import scrub_secrets
 
-    return [WandbCallback(run_dir, config)]
+        os.makedirs(run_dir, exist_ok=True)
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "dspyrl"), dir=str(run_dir),
+                              config=scrub_secrets(config), sync_tensorboard=True, save_code=False)
+
+    def on_step_end(self, metrics: dict) -> None:  # the scalars arrive through TensorBoard
+        pass
+
+    def close(self) -> None:
+        self.run.finish()
 
 
 def lm_settings(options: ModelOptions) -> dict:
