@@ -14,6 +14,7 @@ the padding, so the result equals an unbatched forward (tests check greedy outpu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections import OrderedDict
@@ -73,6 +74,21 @@ class PrefixCache:
         return layers
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """Generate in eval mode even when a trainer left the model in training mode: with gradient checkpointing on,
+    transformers' layers drop the KV cache in training mode (each step would see only its new token), and dropout
+    would perturb the samples. The mode is restored afterwards; trainers generate between their steps, not during."""
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
 def _shared_prefix(rows: list[Row]) -> int:
     """Length of the head every row shares (capped so each row still has a token of its own to run)."""
     limit = min(min(r.head_len for r in rows), min(len(r.prompt_ids) for r in rows) - 1)
@@ -104,6 +120,11 @@ def _pick(row: Row, logits) -> int:
 
 def decode(model, tokenizer, rows: list[Row], eos_ids: set[int], prefix_cache: PrefixCache | None = None) -> None:
     """Generate every row in place (row.tokens, row.finish); one model forward per step over the live rows."""
+    with eval_mode(model):
+        _decode(model, tokenizer, rows, eos_ids, prefix_cache)
+
+
+def _decode(model, tokenizer, rows: list[Row], eos_ids: set[int], prefix_cache: PrefixCache | None) -> None:
     import torch
     from transformers import DynamicCache
 

@@ -46,7 +46,7 @@ from dspy.lm15 import Message, Response, TextPart, Usage
 from dspy.utils.callback import BaseCallback
 
 from dspyrl.lm.constraints import Constraint, GrammarCompiler, parse_constraints
-from dspyrl.lm.decode import PrefixCache, Row, decode, row_seed
+from dspyrl.lm.decode import PrefixCache, Row, decode, eval_mode, row_seed
 from dspyrl.lm.models import SMOLLM2, load_model
 
 
@@ -344,7 +344,7 @@ class LocalEngine:
         candidates = torch.tensor([r + [pad_id] * (tail_width - len(r)) for r in rows])
         candidate_mask = torch.tensor([[1] * len(r) + [0] * (tail_width - len(r)) for r in rows])
         owner_index = torch.tensor(owner)
-        with torch.inference_mode():
+        with torch.inference_mode(), eval_mode(self.model):
             head = self.model(input_ids=prompt_ids, attention_mask=prompt_mask,
                               position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
             cache = head.past_key_values
