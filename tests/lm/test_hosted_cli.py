@@ -1,0 +1,87 @@
+"""The CLI on OpenRouter (eval, optimize with a reflection model): --api-base, --max-cost, --estimate, --report-to, and
+canary keys that never show up in anything a run writes or prints (run folder, TensorBoard, W&B offline files)."""
+
+from pathlib import Path
+
+import pytest
+
+from dspyrl.cli.main import main
+from dspyrl.program_file import load_program_file
+from tests.lm.openrouter_server import OpenRouterServer
+
+CANARY = "sk-or-v1-canary-7f3e9c1b2a4d6e8f"
+OTHER_CANARIES = {"OPENAI_API_KEY": "sk-openai-canary-0a1b2c3d4e", "ANTHROPIC_API_KEY": "sk-ant-canary-5f6e7d8c9b"}
+
+
+@pytest.fixture()
+def server(monkeypatch):
+    monkeypatch.setenv("OPENROUTER_API_KEY", CANARY)
+    for name, value in OTHER_CANARIES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    spec = load_program_file("sentiment")
+    with OpenRouterServer(key=CANARY, answers={ex.review: ex.sentiment for ex in spec.load_examples()}) as running:
+        yield running
+
+
+def _no_canary_anywhere(folder: Path, *texts: str) -> None:
+    canaries = [CANARY, *OTHER_CANARIES.values()]
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    assert files
+    for file in files:
+        data = file.read_bytes()
+        assert not any(c.encode() in data for c in canaries), f"a key was written to {file}"
+    for text in texts:
+        assert not any(c in text for c in canaries)
+
+
+def test_eval_on_openrouter_writes_and_prints_no_key(server, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["eval", "sentiment", "--model", "openrouter/acme/task-small", "--api-base", server.base_url,
+                 "--limit", "6", "--timeout", "5", "--num-retries", "1", "--no-cache", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert len(server.received) >= 6 and all(r.headers["Authorization"] == f"Bearer {CANARY}" for r in server.received)
+    _no_canary_anywhere(out, printed.out, printed.err)
+
+
+def test_optimize_capped_with_a_reflection_model_then_resumed(server, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["optimize", "sentiment", "--model", "openrouter/acme/task-small", "--api-base", server.base_url,
+            "--reflection-model", "openrouter/acme/reflect-large", "--budget", "60", "--threads", "4",
+            "--out", str(out)]
+    assert main([*base, "--estimate", "--max-cost", "0.004"]) == 0
+    estimate = capsys.readouterr().out
+    assert "estimate" in estimate and "reflection" in estimate and not server.received and not out.exists()
+
+    assert main([*base, "--max-cost", "0.004", "--report-to", "tensorboard"]) == 0
+    capped = capsys.readouterr()
+    assert "stopped at the cost cap" in capped.out
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "cost_cap"
+    usage = summary["optimize_usage"]
+    assert usage["task"]["calls"] >= 1 and usage["task"]["cost_source"] == "provider"
+    assert usage["total"]["cost"] < 0.004 + usage["total"]["cost"] / max(1, summary["steps"])  # within a step
+    assert summary["usage"]["total"]["cost"] == pytest.approx(server.billed, rel=1e-6)
+    assert list((out / "tensorboard").iterdir())
+
+    assert main([*base, "--max-cost", "0.05", "--resume", "--report-to", "wandb"]) == 0
+    resumed = capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["optimize_usage"]["total"]["cost"] > usage["total"]["cost"]  # carried over and grown
+    assert summary["steps"] > 1 and summary["stopped"] != "cost_cap"
+    assert summary["optimize_usage"]["reflection"]["calls"] >= 1  # the proposer's calls, booked to their role
+    assert summary["optimize_usage"]["reflection"]["cost_source"] == "provider"
+    assert any((out / "wandb").rglob("*.wandb"))
+    _no_canary_anywhere(out, capped.out, capped.err, resumed.out, resumed.err, estimate)
+
+
+def test_a_credential_in_a_model_url_is_refused_in_one_line(tmp_path, capsys):
+    code = main(["eval", "sentiment", "--model", "openai-compatible:http://me:sk-in-url-12345678@127.0.0.1:9/v1:m",
+                 "--out", str(tmp_path / "x")])
+    printed = capsys.readouterr()
+    assert code == 2 and "credential" in printed.err and len(printed.err.strip().splitlines()) == 1
+    assert "sk-in-url" not in printed.err + printed.out and not (tmp_path / "x").exists()
