@@ -66,7 +66,7 @@ class PrefixCache:
             self.hits += 1
             return self._entries[key]
         self.misses += 1
-        out = model(input_ids=torch.tensor([prefix]), use_cache=True)
+        out = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)
         layers = [(k, v) for k, v, *_ in out.past_key_values]
         self._entries[key] = layers
         while len(self._entries) > self.max_entries:
@@ -149,8 +149,9 @@ def _decode(model, tokenizer, rows: list[Row], eos_ids: set[int], prefix_cache: 
     stop_window = {i: max((len(s) for s in r.stop), default=0) + 2 for i, r in enumerate(rows)}
     with torch.inference_mode():
         while live:
+            # logits_to_keep=1: only the last position's logits (the prompt's would be rows × length × vocab floats)
             out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                        use_cache=True)
+                        use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
             logits = out.logits[:, -1, :].float()
             apply_masks(logits, [rows[i].matcher for i in live])
