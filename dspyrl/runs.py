@@ -17,6 +17,8 @@ and is the only writer (atomic JSON, fsync'ed JSONL, programs); nothing is pickl
       pairs.jsonl           finetune --method dpo: the preference pairs trained on
       checkpoints/, trl/    finetune: resumable trainer checkpoints (safetensors + JSON), TRL's logging folder
       tensorboard/          optional TensorBoard scalars
+      cache_keys.jsonl      the DSPy cache entries written since each checkpoint: a resume drops those of the
+                            interrupted step, so its replay makes (and counts) the calls an uninterrupted run made
 Also here: early stopping on a validation plateau, step callbacks, rich live progress and optional TensorBoard.
 """
 
@@ -52,6 +54,7 @@ PLOTS = "plots"
 ADAPTER = "adapter"
 PAIRS = "pairs.jsonl"
 TENSORBOARD = "tensorboard"
+CACHE_KEYS = "cache_keys.jsonl"
 
 # Config keys that could carry a credential are dropped before anything is written.
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization", "access_token")
@@ -79,6 +82,22 @@ def write_text_atomic(path: str | Path, text: str | bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def write_folder_atomic(folder: str | Path, write) -> Path:
+    """Fill a folder through a temporary one (`write(tmp)`), then swap it in: the old folder or the new, never half."""
+    import shutil
+
+    folder = Path(folder)
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
 
 
 def append_jsonl(path: str | Path, rows: list[dict]) -> None:
@@ -168,8 +187,11 @@ def has_url_credential(text: str) -> bool:
 # ----------------------------------------------------------------------------------------------- the folder
 # This process's locks, by folder: a flock belongs to one open file, so a second RunFolder on the same folder in the
 # same process (the CLI's, then the optimizer's) shares the first one's instead of locking itself out.
+# Each entry is [fd, users, checkpoint index]; the index (None before the first checkpoint) labels the DSPy cache
+# entries written since that checkpoint (see _record_cache_puts).
 _HELD: dict[Path, list] = {}
 _HELD_GUARD = threading.Lock()
+_LEDGER_GUARD = threading.Lock()
 
 
 class RunFolder:
@@ -195,7 +217,13 @@ class RunFolder:
             raise ConfigError(f"nothing to resume in {self.path}: it has no {CHECKPOINT}",
                               hint="start the run without --resume")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        first = self._lock()
+        if resume and first:
+            # The interrupted step's answers are in DSPy's cache, usage-free: drop them so its replay calls the
+            # LM again and the counters come out as an uninterrupted run's (its earlier hits stay hits).
+            index = self._checkpoint_index()
+            self._drop_cache_entries(since=index)
+            self._set_index(index)
         if fingerprint is not None:
             self._claim(fingerprint, force=force)
             if not resume and has_checkpoint:
@@ -228,10 +256,12 @@ class RunFolder:
             write_json_atomic(file, fingerprint)
 
     # ------------------------------------------------------------------------------------------ one writer at a time
-    def _lock(self) -> None:
+    def _lock(self) -> bool:
+        """Take (or share, in this process) the folder's lock; True when this process had not held it."""
         key = self.path.resolve()
         with _HELD_GUARD:
             held = _HELD.get(key)
+            first = held is None
             if held is None:
                 fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
@@ -243,9 +273,10 @@ class RunFolder:
                                       hint="wait for it to finish, or choose another --out") from None
                 os.ftruncate(fd, 0)
                 os.write(fd, f"{os.getpid()}\n".encode())
-                held = _HELD[key] = [fd, 0]
+                held = _HELD[key] = [fd, 0, None]
             held[1] += 1
         self._key, self._locked = key, True
+        return first
 
     def release(self) -> None:
         """Let other processes write the folder (also when the object is garbage-collected or the process dies)."""
@@ -306,11 +337,13 @@ class RunFolder:
 
     def save_checkpoint(self, state: dict) -> None:
         """Replace checkpoint.json atomically, keeping the one before as checkpoint.prev.json."""
-        text = json.dumps(state, indent=1, default=str)
+        index = (_HELD[self._key][2] or self._checkpoint_index()) + 1
+        text = json.dumps({**state, "_checkpoint": index}, indent=1, default=str)
         current = self.path / CHECKPOINT
         if current.exists():
             os.replace(current, self.path / PREVIOUS_CHECKPOINT)
         write_text_atomic(current, text)
+        self._set_index(index)
 
     def load_checkpoint(self) -> dict | None:
         """The newest readable checkpoint; a torn or missing checkpoint.json falls back to the previous one (warning)."""
@@ -328,15 +361,56 @@ class RunFolder:
             if name == PREVIOUS_CHECKPOINT:
                 print(f"dspyrl: warning: {self.path / CHECKPOINT} is {problem}; resuming from the previous checkpoint "
                       f"(step {state.get('step')})", file=sys.stderr)
+            state.pop("_checkpoint", None)
             return state
         if problem and problem != "missing":
             raise ConfigError(f"cannot resume {self.path}: {CHECKPOINT} is {problem} and there is no previous "
                               f"checkpoint", hint="start a new run folder")
         return None
 
+    # ------------------------------------------------------------------------------------------ the cache ledger
+    def _checkpoint_index(self) -> int:
+        """The index of the checkpoint a resume starts from (load_checkpoint's choice, without its warning)."""
+        for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+            try:
+                return int(json.loads((self.path / name).read_text(encoding="utf-8")).get("_checkpoint", 0))
+            except (OSError, ValueError, AttributeError):
+                continue
+        return 0
+
+    def _set_index(self, index: int) -> None:
+        with _HELD_GUARD:
+            _HELD[self._key][2] = index
+        _record_cache_puts()
+
+    def _drop_cache_entries(self, *, since: int) -> None:
+        file = self.path / CACHE_KEYS
+        if not file.exists():
+            return
+        from dspyrl.data import read_jsonl
+
+        rows = [row for _, row in read_jsonl(file, torn_last_line=True)]
+        stale = {row["key"] for row in rows if row.get("after", 0) >= since}
+        if stale:
+            import dspy
+
+            cache = dspy.cache
+            for key in stale:
+                if getattr(cache, "enable_disk_cache", False):
+                    cache.disk_cache.delete(key)
+                if getattr(cache, "enable_memory_cache", False):
+                    with cache._lock:
+                        cache.memory_cache.pop(key, None)
+        write_text_atomic(file, "".join(json.dumps(row) + "\n" for row in rows if row["key"] not in stale))
+
     # ------------------------------------------------------------------------------------------ results
     def save_program(self, program, name: str = PROGRAM) -> Path:
         return save_program(program, self.path / name)
+
+    def save_adapter(self, model) -> Path:
+        """adapter/: the trained ("default") PEFT LoRA adapter, swapped in atomically."""
+        return write_folder_atomic(self.path / ADAPTER,
+                                   lambda tmp: model.save_pretrained(tmp, selected_adapters=["default"]))
 
     def write_summary(self, summary: dict) -> dict:
         """summary.json, in the one schema every command writes (SUMMARY_SCHEMA); returns what was written."""
@@ -361,6 +435,35 @@ class RunFolder:
         """A report asset (report.html, plots/*.png), written atomically."""
         write_text_atomic(self.path / name, text)
         return self.path / name
+
+
+def _record_cache_puts() -> None:
+    """Once per DSPy cache object: note every entry it stores in the ledger of each run folder this process holds
+    (with the folder's latest checkpoint index), so a resume can drop what the interrupted step cached."""
+    import dspy
+
+    cache = dspy.cache
+    if getattr(cache, "_dspyrl_ledger", False):
+        return
+    original = cache.put
+
+    def put(request, value, ignored_args_for_cache_key=None, enable_memory_cache=True):
+        original(request, value, ignored_args_for_cache_key, enable_memory_cache)
+        with _HELD_GUARD:
+            targets = [(path, held[2]) for path, held in _HELD.items() if held[2] is not None]
+        if not targets:
+            return
+        try:
+            key = cache.cache_key(request, ignored_args_for_cache_key)
+        except Exception:  # DSPy itself skips caching such a request
+            return
+        with _LEDGER_GUARD:
+            for path, index in targets:
+                with open(path / CACHE_KEYS, "a", encoding="utf-8") as handle:  # a kill keeps what the OS has
+                    handle.write(json.dumps({"after": index, "key": key}) + "\n")
+
+    cache.put = put
+    cache._dspyrl_ledger = True
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -167,3 +167,12 @@ def test_a_kill_between_metrics_and_checkpoint_replays_the_step_once(tmp_path):
     run.truncate_metrics(state["step"])  # what a resume does; then it replays step 2
     run.record_step({"step": 2}, {"step": 2})
     assert [m["step"] for m in run.metrics()] == [1, 2]
+
+
+def test_the_progress_line_shows_training_time_failures():
+    from dspyrl.runs import step_info
+
+    line = step_info({"step": 3, "reward_mean": 0.5, "kl": 0.01, "failures": 2, "val_score": None})
+    assert line.startswith("step 3  reward 0.5  KL 0.01") and "failed runs 2" in line
+    assert "failed 25%" in step_info({"step": 1, "loss": 0.2, "failure_rate": 0.25})  # the TRL trainers' metrics
+    assert "fail" not in step_info({"step": 1, "failures": 0})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,18 +208,10 @@ def make_args(config_class, settings: dict[str, Any], passthrough: dict[str, Any
 
 # ----------------------------------------------------------------------------------------------- the adapter
 def save_adapter(model, folder: Path) -> Path:
-    """Save the trained ("default") adapter as a PEFT folder, atomically (temp folder, then rename)."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, selected_adapters=["default"])
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    """Save the trained ("default") adapter as a PEFT folder, atomically (dspyrl.runs.write_folder_atomic)."""
+    from dspyrl.runs import write_folder_atomic
+
+    return write_folder_atomic(folder, lambda tmp: model.save_pretrained(tmp, selected_adapters=["default"]))
 
 
 def program_lm(program, lm=None):

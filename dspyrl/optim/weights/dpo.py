@@ -115,7 +115,7 @@ class LoraDPO(base.LocalWeightsOptimizer):
                                      cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules,
                                      cfg.modules_to_save))
             trl_callbacks.train(trainer, run, callback, resume_from)
-            base.save_adapter(trainer.model, run.path / base.ADAPTER)
+            run.save_adapter(trainer.model)
         return callback.wall_s
 
     def pairs_from_rollouts(self, student, trainset, format, lm) -> list[dict]:
