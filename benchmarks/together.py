@@ -69,8 +69,8 @@ def main() -> None:
     cells = json.loads(results_file.read_text()) if results_file.exists() else {}
     scale = {"rollouts": args.rollouts, "test_rows": args.test_rows, "val_rows": args.val_rows, "G": G,
              "lr": args.lr, "model": args.model}
-    for program_name in args.programs.split(","):
-        for seed in map(int, args.seeds.split(",")):
+    for seed in map(int, args.seeds.split(",")):  # seed-major: an interrupted run still has every program once
+        for program_name in args.programs.split(","):
             for arm in ARMS:
                 key = f"{program_name}/{seed}/{arm}"
                 if key in cells and cells[key].get("scale") == scale:
