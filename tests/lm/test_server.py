@@ -72,3 +72,21 @@ def test_malformed_requests_get_400_and_server_keeps_serving(server, payload, pa
 def test_body_that_is_not_json_gets_400(server):
     r = httpx.post(server.base_url + "/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "error" in r.json()
+
+
+def test_structured_and_auto_formats_over_http(server):
+    from typing import Literal
+
+    from dspyrl.formats import AutoFormat, StructuredAdapter, resolve_format
+
+    class Label(dspy.Signature):
+        text: str = dspy.InputField()
+        label: Literal["spam", "ham"] = dspy.OutputField()
+        score: int = dspy.OutputField()
+
+    lm = openai_compatible(server.base_url, "tiny", max_tokens=60, temperature=1.0, cache=False)
+    assert isinstance(resolve_format("auto", lm), AutoFormat)  # a server-backed model gets auto, like a local one
+    with dspy.context(lm=lm, adapter=StructuredAdapter(max_text_tokens=16)):
+        for i in range(3):
+            out = dspy.ChainOfThought(Label)(text=f"message {i}")
+            assert out.label in ("spam", "ham") and isinstance(out.score, int) and out.reasoning
