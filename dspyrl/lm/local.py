@@ -46,7 +46,7 @@ from dspy.lm15 import Message, Response, TextPart, Usage
 from dspy.utils.callback import BaseCallback
 
 from dspyrl.lm.constraints import Constraint, GrammarCompiler, parse_constraints
-from dspyrl.lm.decode import PrefixCache, Row, decode, eval_mode, row_seed
+from dspyrl.lm.decode import PrefixCache, Row, decode, row_seed, score_candidates
 from dspyrl.lm.models import SMOLLM2, load_model
 
 
@@ -325,43 +325,10 @@ class LocalEngine:
         return generations, logprobs
 
     def _score_batch(self, jobs: list[_ScoreJob]) -> list[list[float]]:
-        """Every job's prompt once (left-padded, one forward, its KV cache), then every candidate of every job in one
-        right-padded forward on top of its own prompt's cache rows.
-
-        Position ids follow the real tokens and the attention mask hides all padding, so each score equals an
-        unbatched forward of prompt + candidate (tests check this against a direct computation).
-        """
-        import torch
-
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        lengths = [len(job.prompt_ids) for job in jobs]
-        width = max(lengths)
-        prompt_ids = torch.tensor([[pad_id] * (width - n) + job.prompt_ids for job, n in zip(jobs, lengths)])
-        prompt_mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths])
-        owner = [b for b, job in enumerate(jobs) for _ in job.candidate_ids]  # candidate row -> its job
-        rows = [ids for job in jobs for ids in job.candidate_ids]
-        tail_width = max(len(r) for r in rows)
-        candidates = torch.tensor([r + [pad_id] * (tail_width - len(r)) for r in rows])
-        candidate_mask = torch.tensor([[1] * len(r) + [0] * (tail_width - len(r)) for r in rows])
-        owner_index = torch.tensor(owner)
-        with torch.inference_mode(), eval_mode(self.model):
-            head = self.model(input_ids=prompt_ids, attention_mask=prompt_mask,
-                              position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-            cache = head.past_key_values
-            cache.batch_select_indices(owner_index)
-            positions = torch.tensor(lengths)[owner_index].unsqueeze(1) + torch.arange(tail_width).unsqueeze(0)
-            tail = self.model(input_ids=candidates, past_key_values=cache, use_cache=False, position_ids=positions,
-                              attention_mask=torch.cat([prompt_mask[owner_index], candidate_mask], dim=1))
-            # Logits that predict candidate token j: the prompt's last position for j = 0, candidate position j-1 after.
-            logits = torch.cat([head.logits[owner_index, -1:, :], tail.logits[:, :-1, :]], dim=1)
-            logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, candidates.unsqueeze(-1)).squeeze(-1)
-            totals = (logprobs * candidate_mask).sum(dim=-1).tolist()
+        totals = score_candidates(self.model, self.tokenizer, [job.prompt_ids for job in jobs],
+                                  [job.candidate_ids for job in jobs])
         self.score_calls += 1
-        results, start = [], 0
-        for job in jobs:
-            results.append(totals[start:start + job.n])
-            start += job.n
-        return results
+        return totals
 
     def _ensure_worker(self) -> None:
         with self._worker_lock:
