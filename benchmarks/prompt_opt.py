@@ -1,21 +1,32 @@
-"""Prompt optimizers side by side at the same metric-call budget, on the embedded model (or any --model).
+"""Prompt optimizers side by side at the same metric-call budget, on the embedded model (or any --model): the benchmark
+that decides whether dspyrl's GRPO earns its result (issue 14).
 
-    python benchmarks/prompt_opt.py --programs sentiment,math_xml --budget 150 --seeds 0,1
+    python benchmarks/prompt_opt.py                       # the full size: 4 families x 3 seeds x 5 optimizers x 2 passes
+    python benchmarks/prompt_opt.py --seeds 0,1 --budget 60 --val-limit 8 --test-limit 16   # scaled down
 
-For each program and seed the examples are split once into train / val / test (dspyrl.data.split_examples); every
+Task families (FAMILIES: one ready program each, all our own data):
+    classification       sentiment   single-label (Literal output)
+    cot_classification   topic_cot   dspy.ChainOfThought over a 5-way Literal label
+    extraction           extract     multi-field str + int extraction
+    xml_math             math_xml    <reasoning>/<answer> word problems (format + correctness reward)
+    composed             pipeline    two predictors: extract the product, then route it (the second reads the first)
+For each family and seed the examples are split once into train / val / test (dspyrl.data.split_examples); every
 optimizer learns on train, selects on val, and is scored on test, which none of them sees while optimizing. Compared:
-    grpo    dspyrl.GRPO (max_metric_calls = budget)
+    grpo    dspyrl.GRPO (max_metric_calls = budget); starts from DSPy's ChatAdapter and may pin a format per predictor
     bfrs    dspy.BootstrapFewShotWithRandomSearch (number of candidate programs sized to the budget)
     mipro   dspy.MIPROv2, light-style (3 candidates, no minibatching, trials sized to the budget)
     gepa    dspy.GEPA (max_metric_calls = budget; the task model also reflects, as our proposer does by default)
-Only GRPO and GEPA take a metric-call budget directly; BFRS and MIPROv2 are sized to it from their known cost model. The
-table shows what each really spent: program runs (GEPA's budget unit: every run of the program on an example, failed
-ones included), metric calls (runs that reached the metric: a run whose output did not parse never does), LM calls
-(DSPy callback, cache hits included) and wall time around compile only. Each optimizer starts from an empty LM cache
-and all start from the same format (ChatAdapter, no JSON retry unless --json-fallback), so none gets another's answers
-for free. GRPO may pin another format per predictor (its format slot: chat, json, compact, constrained choice); DSPy's
-optimizers have no such lever, which is the point being measured (--grpo-fixed-format turns the slot off).
-An optimizer that crashes (MIPROv2 is known to on unparseable proposals from a 135M model) gets a row saying so.
+    simba   dspy.SIMBA (steps sized to the budget)
+Two passes separate "the format lever" from "the optimizer":
+    default   every DSPy optimizer on DSPy's default format (ChatAdapter): what a user gets
+    fixed     every DSPy optimizer given our best fixed format for the family through dspy.context(adapter=...):
+              constrained choice where every output is a label (local model), else the compact format
+GRPO's row is the same run in both passes (it starts from ChatAdapter either way and learns the format itself).
+Only GRPO, GEPA take a metric-call budget directly; BFRS, MIPROv2 and SIMBA are sized to it from their cost model. The
+table shows what each really spent (metric calls, LM calls, wall time around compile only). Each optimizer starts
+from an empty LM cache. A crash (MIPROv2 is known to on unparseable proposals from a 135M model) is a row.
+Per family: mean test score over seeds with its range, and a paired test (per test row, pooled over seeds) of GRPO
+against the best other optimizer of that pass.
 """
 
 from __future__ import annotations
@@ -35,7 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dspy  # noqa: E402
 from dspy.utils.callback import BaseCallback  # noqa: E402
 
-OPTIMIZERS = ("grpo", "bfrs", "mipro", "gepa")
+# family -> ready program; a new family is one more entry
+FAMILIES = {"classification": "sentiment", "cot_classification": "topic_cot", "extraction": "extract",
+            "xml_math": "math_xml", "composed": "pipeline"}
+OPTIMIZERS = ("grpo", "bfrs", "mipro", "gepa", "simba")
+PASSES = ("default", "fixed")
 
 
 class CountingReward:
@@ -55,39 +70,23 @@ class CountingReward:
 
 
 class CallCounter(BaseCallback):
-    """Counts LM calls, and runs of the program being optimized (GEPA's budget unit: a run counts when it fails too,
-    while a failed run never reaches the metric). A run is a call of a module of the student's class whose fields are
-    the student's, so an optimizer's own proposer modules are not counted."""
-
-    def __init__(self, student):
-        self.lm_calls, self.program_runs, self._lock = 0, 0, threading.Lock()
-        self._type, self._fields = type(student), _fields(student)
+    def __init__(self):
+        self.lm_calls, self._lock = 0, threading.Lock()
 
     def on_lm_end(self, call_id, outputs, exception=None):
         with self._lock:
             self.lm_calls += 1
 
-    def on_module_start(self, call_id, instance, inputs):
-        if type(instance) is self._type and _fields(instance) == self._fields:
-            with self._lock:
-                self.program_runs += 1
-
-
-def _fields(module):
-    signature = getattr(module, "signature", None)
-    return tuple(signature.fields) if signature is not None else None
-
 
 def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, budget: int, seed: int, threads: int,
-                  learn_format: bool = True):
+                  grpo_settings: dict):
     if name == "grpo":
         from dspyrl.optim.prompts.grpo import GRPO
 
-        return GRPO(metric, lm=lm, max_metric_calls=budget, seed=seed, num_threads=threads, learn_format=learn_format,
-                    progress=False).compile(student, trainset=train, valset=val)
+        return GRPO(metric, lm=lm, max_metric_calls=budget, seed=seed, num_threads=threads, progress=False,
+                    **grpo_settings).compile(student, trainset=train, valset=val)
     if name == "bfrs":
-        # cost ≈ (N + 3)·|val| evaluations + (N + 1) bootstrap passes over the trainset (zero-shot teachers rarely
-        # succeed on a small model, so a pass usually reads all of it)
+        # cost ≈ (N + 3)·|val| evaluations + (N + 1) bootstrap passes over the trainset
         n = max(0, round((budget - 3 * len(val) - len(train)) / (len(val) + len(train))))
         return dspy.BootstrapFewShotWithRandomSearch(
             metric=metric.metric, max_bootstrapped_demos=4, max_labeled_demos=4, num_candidate_programs=n,
@@ -98,18 +97,33 @@ def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, bu
         trials = max(1, (budget - (candidates - 2) * len(train)) // len(val) - 1)
         return dspy.MIPROv2(metric=metric.metric, auto=None, num_candidates=candidates, num_threads=threads,
                             max_bootstrapped_demos=4, max_labeled_demos=4, seed=seed, verbose=False,
-                            max_errors=10**6).compile(
-            student, trainset=train, valset=val, num_trials=trials, minibatch=False)
+                            max_errors=10**6).compile(student, trainset=train, valset=val, num_trials=trials,
+                                                      minibatch=False)
     if name == "gepa":
-        return dspy.GEPA(metric=metric.metric, max_metric_calls=budget, reflection_lm=lm.copy(temperature=1.0,
-                                                                                             max_tokens=256),
-                         num_threads=threads, seed=seed, track_stats=False).compile(student, trainset=train, valset=val)
+        return dspy.GEPA(metric=metric.metric, max_metric_calls=budget,
+                         reflection_lm=lm.copy(temperature=1.0, max_tokens=256), num_threads=threads, seed=seed,
+                         track_stats=False).compile(student, trainset=train, valset=val)
+    if name == "simba":
+        # measured cost ≈ steps · bsize · (2·candidates + 4): trajectories, candidate scores and the step's baseline
+        bsize = max(2, min(4, len(train)))
+        candidates = 3
+        steps = max(1, budget // (bsize * (2 * candidates + 4)))
+        return dspy.SIMBA(metric=metric.metric, bsize=bsize, num_candidates=candidates, max_steps=steps,
+                          num_threads=threads).compile(student, trainset=train, seed=seed)
     raise ValueError(f"unknown optimizer {name}")
 
 
+def fixed_format(program, lm):
+    """Our best fixed format for a program: constrained choice where every predictor's outputs are labels and the LM
+    can take it, else the compact format."""
+    from dspyrl.formats import ChoiceAdapter, CompactAdapter, choice_outputs, guided_choice_route
+
+    finite = all(choice_outputs(p.signature) is not None for _, p in program.named_predictors())
+    return ChoiceAdapter() if finite and guided_choice_route(lm) is not None else CompactAdapter()
+
+
 def describe(program) -> dict | None:
-    """What an optimizer settled on, per predictor: the format GRPO pinned (None: the shared format), the instruction
-    and the demos' output fields."""
+    """What an optimizer settled on, per predictor: the pinned format (None: the shared one), instruction, demos."""
     if program is None:
         return None
     out = {}
@@ -120,103 +134,164 @@ def describe(program) -> dict | None:
     return out
 
 
-def test_score(program, test, reward, lm, threads: int, format) -> tuple[float, int]:
+def test_scores(program, test, reward, lm, threads: int, format) -> tuple[list[float], int]:
     from dspyrl.rollout import run_rollouts
 
-    batch = run_rollouts(program, test, reward, lm=lm, num_threads=threads, progress=False, format=format)
-    return batch.mean_reward(), batch.failures
+    batch = run_rollouts(program, test, reward, lm=lm, num_threads=threads, progress=False, format=format,
+                         max_errors=10**6)
+    return [float(r.reward.total) for r in batch.rollouts], batch.failures
+
+
+def summarize(results: list[dict], pass_name: str, console, title: str) -> list[dict]:
+    """One table per pass: per family and optimizer, mean test score [min, max] over seeds; then GRPO against the best
+    other optimizer of the family, paired per test row over all seeds."""
+    from rich.table import Table
+
+    from dspyrl.compare.stats import paired_statistics
+
+    rows = [r for r in results if r["pass"] in (pass_name, "both")]
+    table = Table(title=title)
+    for column in ("family", "optimizer", "test mean", "range", "seeds", "crashed", "metric calls", "LM calls",
+                   "wall / run", "note"):
+        table.add_column(column, justify="left" if column in ("family", "optimizer", "note") else "right")
+    verdicts = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        by_optimizer: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["family"] == family:
+                by_optimizer.setdefault(r["optimizer"], []).append(r)
+        means = {}
+        for name, runs in by_optimizer.items():
+            ok = [r for r in runs if r["scores"] is not None]
+            scores = [sum(r["scores"]) / len(r["scores"]) for r in ok if r["scores"]]
+            means[name] = sum(scores) / len(scores) if scores else float("nan")
+            notes = "; ".join(sorted({r["note"][:60] for r in runs if r["note"]}))
+            table.add_row(family, name, f"{means[name]:.3f}" if scores else "-",
+                          f"{min(scores):.3f}–{max(scores):.3f}" if scores else "-", str(len(runs)),
+                          str(len(runs) - len(ok)), f"{sum(r['metric_calls'] for r in runs) / len(runs):.0f}",
+                          f"{sum(r['lm_calls'] for r in runs) / len(runs):.0f}",
+                          f"{sum(r['wall_s'] for r in runs) / len(runs):.0f} s", notes)
+        others = {n: m for n, m in means.items() if n not in ("grpo", "starting program") and m == m}
+        if "grpo" in by_optimizer and others:
+            best = max(others, key=others.get)
+            grpo = {r["seed"]: r for r in by_optimizer["grpo"] if r["scores"]}
+            rival = {r["seed"]: r for r in by_optimizer[best] if r["scores"]}
+            seeds = sorted(set(grpo) & set(rival))
+            a = [x for s in seeds for x in rival[s]["scores"]]
+            b = [x for s in seeds for x in grpo[s]["scores"]]
+            if len(a) >= 2:
+                stats = paired_statistics(a, b, names=(best, "grpo"))
+                verdicts.append({"family": family, "pass": pass_name, "best_other": best, "grpo": means["grpo"],
+                                 "best_other_mean": others[best], "verdict": stats.verdict,
+                                 "mean_diff": stats.mean_diff, "ci": [stats.ci_low, stats.ci_high],
+                                 "p_value": stats.p_value})
+    console.print(table)
+    for v in verdicts:
+        console.print(f"  {v['family']}: GRPO {v['grpo']:.3f} vs best other ({v['best_other']}) "
+                      f"{v['best_other_mean']:.3f} — {v['verdict']}")
+    return verdicts
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--programs", default="sentiment,math_xml")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated (default: all)")
     parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+    parser.add_argument("--passes", default=",".join(PASSES), help="default (DSPy's format), fixed (our best format)")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--budget", type=int, default=150, help="metric calls per optimizer run (default: %(default)s)")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (split and optimizer)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of the split and the optimizers")
     parser.add_argument("--test-limit", type=int, default=None, help="score on at most N test rows")
     parser.add_argument("--train-limit", type=int, default=None, help="use at most N train rows")
     parser.add_argument("--val-limit", type=int, default=None, help="use at most N val rows")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=96, help="completion limit of the task model")
+    parser.add_argument("--grpo", default="", help="GRPOConfig settings for GRPO, e.g. batch_size=2,val_minibatch=3")
     parser.add_argument("--json", default=None, help="also write all results to this JSON file")
-    parser.add_argument("--adapter", default="chat", choices=("chat", "compact", "choice", "auto"),
-                        help="prompt format for every optimizer alike (default: DSPy's ChatAdapter; choice/auto: "
-                             "constrained choice for Literal outputs on the local model, compact format elsewhere)")
-    parser.add_argument("--grpo-fixed-format", action="store_true",
-                        help="GRPO keeps the shared format instead of learning the format per predictor")
     parser.add_argument("--json-fallback", action="store_true",
-                        help="let ChatAdapter retry unparseable answers with JSONAdapter (default: off for every "
-                             "optimizer alike: on a small model the retry doubles the cost and rarely parses either)")
-    parser.add_argument("--shared-cache", action="store_true",
-                        help="keep DSPy's LM cache across optimizers (default: each one starts from an empty cache, so "
-                             "none gets another's answers for free and wall times compare)")
+                        help="let ChatAdapter retry unparseable answers with JSONAdapter in the default pass (default: "
+                             "off for every optimizer alike: on a small model the retry doubles the cost and rarely "
+                             "parses either)")
     args = parser.parse_args(argv)
-    if not args.shared_cache:
-        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
 
     from rich.console import Console
-    from rich.table import Table
 
     from dspyrl.data import split_examples
+    from dspyrl.errors import ConfigError
     from dspyrl.lm import lm_from_spec
     from dspyrl.program_file import load_program_file
 
-    console = Console(width=170)
+    grpo_settings = {}
+    for item in filter(None, args.grpo.split(",")):
+        key, value = item.split("=", 1)
+        grpo_settings[key] = json.loads(value) if value not in ("True", "False") else value == "True"
+    console = Console(width=190)
+    console.print(f"[bold]run:[/bold] {' '.join(sys.argv)}")
+    console.print(f"  families {args.families}; optimizers {args.optimizers}; passes {args.passes}; seeds {args.seeds}; "
+                  f"budget {args.budget} metric calls; model {args.model} (max_tokens {args.max_tokens}); limits "
+                  f"train {args.train_limit} / val {args.val_limit} / test {args.test_limit}; GRPO {grpo_settings or 'defaults'}")
     lm = lm_from_spec(args.model, temperature=0.0, max_tokens=args.max_tokens)
-    if args.format == "chat":
-        format = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
-    else:
-        from dspyrl.formats import resolve_format
+    chat = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
+    passes = args.passes.split(",")
+    results: list[dict] = []
 
-        format = resolve_format(args.format, lm)
-    rows, results = [], []
-    for program_name in args.programs.split(","):
-        spec = load_program_file(program_name)
+    def record(**row):
+        results.append(row)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+
+    for family in args.families.split(","):
+        try:
+            spec = load_program_file(FAMILIES[family])
+        except ConfigError as err:
+            console.print(f"{family}: program {FAMILIES[family]} not available ({err}); skipped")
+            continue
         for seed in [int(s) for s in args.seeds.split(",")]:
             train, val, test = split_examples(spec.load_examples(), seed=seed)
             train, val, test = train[: args.train_limit], val[: args.val_limit], test[: args.test_limit]
             reward = spec.build_reward()
-            base, base_fail = test_score(spec.build_program(), test, reward, lm, args.threads, format)
-            console.print(f"{program_name} seed {seed}: {len(train)}/{len(val)}/{len(test)} rows, "
-                          f"starting program test {base:.3f} ({base_fail} failed)")
-            rows.append((program_name, seed, "starting program", base, base_fail, 0, 0, 0, 0.0, ""))
+            formats = {"default": chat, "fixed": fixed_format(spec.build_program(), lm)}
+            for pass_name in passes:
+                scores, failed = test_scores(spec.build_program(), test, reward, lm, args.threads, formats[pass_name])
+                console.print(f"{family} seed {seed} ({pass_name}: {type(formats[pass_name]).__name__}): "
+                              f"{len(train)}/{len(val)}/{len(test)} rows, starting program test "
+                              f"{sum(scores) / len(scores):.3f} ({failed} failed)")
+                record(family=family, seed=seed, optimizer="starting program", scores=scores, failed=failed,
+                       metric_calls=0, lm_calls=0, wall_s=0.0, note="", prompts=None, **{"pass": pass_name})
             for name in args.optimizers.split(","):
-                student = spec.build_program()
-                counting, counter = CountingReward(reward), CallCounter(student)
-                if not args.shared_cache:
+                for pass_name in (["both"] if name == "grpo" else passes):
+                    format = chat if pass_name in ("default", "both") else formats["fixed"]
+                    student = spec.build_program()
+                    counting, counter = CountingReward(reward), CallCounter()
                     dspy.cache.reset_memory_cache()
-                started, note = time.perf_counter(), ""
-                try:
-                    with dspy.context(lm=lm, callbacks=[counter], adapter=format):
-                        optimized = run_optimizer(name, student, train, val, counting, lm, args.budget, seed,
-                                                  args.threads, learn_format=not args.grpo_fixed_format)
-                except Exception as err:  # a crashing optimizer is a result, not the end of the benchmark
-                    optimized, note = None, f"crashed: {type(err).__name__}: {' '.join(str(err).split())[:120]}"
-                    traceback.print_exc()
-                wall = time.perf_counter() - started
-                score, failed = test_score(optimized, test, reward, lm, args.threads, format) if optimized else (float("nan"), 0)
-                row = (program_name, seed, name, score, failed, counter.program_runs, counting.calls, counter.lm_calls,
-                       wall, note)
-                rows.append(row)
-                console.print(f"  {name}: test {score:.3f} ({failed} failed), {counter.program_runs} program runs, "
-                              f"{counting.calls} metric calls, {counter.lm_calls} LM calls, {wall:.0f} s {note}")
-                results.append(dict(zip(("program", "seed", "optimizer", "test_score", "test_failures", "program_runs",
-                                         "metric_calls", "lm_calls", "wall_s", "note"), row),
-                                    train=len(train), val=len(val), test=len(test), budget=args.budget,
-                                    prompts=describe(optimized)))
-                if args.json:
-                    Path(args.json).write_text(json.dumps(results, indent=1))
+                    started, note = time.perf_counter(), ""
+                    try:
+                        with dspy.context(lm=lm, callbacks=[counter], adapter=format):
+                            optimized = run_optimizer(name, student, train, val, counting, lm, args.budget, seed,
+                                                      args.threads, grpo_settings)
+                    except Exception as err:  # a crashing optimizer is a result, not the end of the benchmark
+                        optimized, note = None, f"crashed: {type(err).__name__}: {' '.join(str(err).split())[:100]}"
+                        traceback.print_exc()
+                    wall = time.perf_counter() - started
+                    scores, failed = (test_scores(optimized, test, reward, lm, args.threads, format) if optimized
+                                      else (None, 0))
+                    mean = f"{sum(scores) / len(scores):.3f}" if scores else "-"
+                    console.print(f"  {name} ({pass_name}): test {mean} ({failed} failed), {counting.calls} metric "
+                                  f"calls, {counter.lm_calls} LM calls, {wall:.0f} s {note}")
+                    record(family=family, seed=seed, optimizer=name, scores=scores, failed=failed,
+                           metric_calls=counting.calls, lm_calls=counter.lm_calls, wall_s=wall, note=note,
+                           prompts=describe(optimized), train=len(train), val=len(val), test=len(test),
+                           budget=args.budget, **{"pass": pass_name})
 
-    table = Table(title=f"prompt optimizers at a budget of {args.budget} program runs on {args.model}, "
-                        f"{type(format).__name__} (held-out test split)")
-    for column in ("program", "seed", "optimizer", "test score", "test failed", "program runs", "metric calls",
-                   "LM calls", "wall time", "note"):
-        table.add_column(column, justify="left" if column in ("program", "optimizer", "note") else "right")
-    for program_name, seed, name, score, failed, runs, calls, lm_n, wall, note in rows:
-        table.add_row(program_name, str(seed), name, f"{score:.3f}", str(failed), str(runs) if wall else "",
-                      str(calls) if wall else "", str(lm_n) if wall else "", f"{wall:.0f} s" if wall else "", note[:70])
-    console.print(table)
+    verdicts = []
+    for pass_name in passes:
+        label = ("DSPy optimizers on DSPy's default format (ChatAdapter)" if pass_name == "default" else
+                 "DSPy optimizers given our best fixed format (choice for labels, else compact)")
+        verdicts += summarize(results, pass_name, console,
+                              f"pass '{pass_name}': {label}; GRPO learns its format; budget {args.budget} metric "
+                              f"calls, {args.model}, seeds {args.seeds}, held-out test split")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": results, "verdicts": verdicts, "argv": sys.argv}, indent=1))
     return 0
 
 

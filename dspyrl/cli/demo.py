@@ -1,5 +1,6 @@
 """`dspyrl demo`: the main job on the embedded model, offline — run the ready `sentiment` program on SmolLM2
-and show accuracy, parse failures, latency and tokens."""
+and show accuracy, parse failures, latency and tokens; then optimize it with GRPO from DSPy's default format and say
+what GRPO changed, on what valset evidence, and how many of the model's own instruction proposals passed the filters."""
 
 from __future__ import annotations
 
@@ -72,6 +73,36 @@ def run_command(args) -> int:
         # From DSPy's ChatAdapter, which this model cannot follow: the format is one of the things GRPO learns. Without
         # the format's JSON retry: it rescues about half the replies at twice the cost (57% on the test split, and the
         # demo took ~100 s longer).
-        optimize_program(OptimizeConfig(program="sentiment", model=args.model, threads=args.threads, format="chat"),
-                         max_metric_calls=args.budget)
+        summary = optimize_program(OptimizeConfig(program="sentiment", model=args.model, threads=args.threads,
+                                                  format="chat"), max_metric_calls=args.budget)
+        explain(summary)
     return 0
+
+
+def explain(summary: dict, console: Console | None = None) -> None:
+    """What GRPO changed and on what evidence: a change is kept only when the valset supports it (dspyrl.optim.prompts
+    .select), so "kept the original instruction" is a result, not a failure to learn."""
+    console = console or Console()
+    values = (summary.get("best_val") or {}).get("values") or {}
+    proposals = summary.get("proposals") or {}
+    diff = summary.get("val_vs_start")
+    for name, slots in values.items():
+        changed = [f"format → {slots['format']}" if slots.get("format") else None,
+                   f"{len(slots.get('demos') or [])} demos" if slots.get("demos") else None]
+        changed = ", ".join(c for c in changed if c) or "nothing"
+        console.print(f"[bold]what GRPO changed[/bold] in {name}: {changed}; the instruction is "
+                      f"{'the original' if slots.get('instruction') == _original(name) else 'a new one'}")
+    if diff:
+        console.print(f"evidence on the valset: {100 * diff['mean_diff']:+.1f} points [{100 * diff['ci_low']:+.1f}, "
+                      f"{100 * diff['ci_high']:+.1f}] against the starting program (paired, n = {diff['n']})")
+    if proposals.get("asked"):
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(proposals.get("rejected", {}).items()))
+        console.print(f"instruction proposals from the model itself: {proposals['accepted']} of {proposals['asked']} "
+                      f"passed the filters ({rejected or 'none rejected'}); a proposal replaces the instruction only "
+                      f"on validation evidence")
+
+
+def _original(predictor_name: str) -> str:
+    from dspyrl.program_file import load_program_file
+
+    return dict(load_program_file("sentiment").build_program().named_predictors())[predictor_name].signature.instructions

@@ -102,3 +102,26 @@ def test_use_predictor_formats_routes_a_direct_call(tiny_lm):
         prediction = program(review="awful")
     assert prediction.sentiment in ("positive", "negative")
     assert "[[ ##" not in "\n".join(m["content"] for m in tiny_lm.history[-1]["messages"] or [])
+
+
+def test_a_pinned_format_holds_on_a_plain_call_and_after_load_program(tiny_lm, tmp_path):
+    from dspyrl import load_program
+
+    def prompt_of_a_plain_call(program) -> str:
+        from dspy.utils.exceptions import AdapterParseError
+
+        with dspy.context(lm=tiny_lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):  # no routing context
+            try:
+                program(review="a plain call")
+            except AdapterParseError:  # the random model's reply in the chat format; the prompt is what we check
+                pass
+        return "\n".join(m["content"] for m in tiny_lm.history[-1]["messages"])
+
+    program = dspy.Predict(Sentiment)
+    set_format(program, "choice")
+    assert "[[ ##" not in prompt_of_a_plain_call(program)  # constrained choice: no chat-format field markers
+    path = RunFolder(tmp_path / "run").save_program(program)
+    assert "[[ ## sentiment ## ]]" in prompt_of_a_plain_call(dspy.Predict(Sentiment))  # the default, for contrast
+    loaded = load_program(dspy.Predict(Sentiment), path)
+    assert "[[ ##" not in prompt_of_a_plain_call(loaded)
+    assert "callbacks" not in path.read_text()  # the pin is not part of the saved program

@@ -100,10 +100,6 @@ class GRPOConfig:
 
     def __post_init__(self):  # the same ranges the CLI checks at parse time, for library callers
         check_settings(self)
-    select_confidence: float = 0.9  # a candidate replaces the incumbent only when this paired interval is above 0
-    val_minibatch: int = 4  # valset rows a new candidate is scored on first (0: always the full valset)
-    skip_saturated: bool = True  # all-solved examples wait until the others have been used
-    plausibility_margin: float = 1.5  # nats/token a proposal may fall below the original instruction's (local LMs)
 
 
 @dataclass
@@ -403,38 +399,55 @@ class GRPO(Teleprompter):
         return batch
 
     def _validate(self, student, valset, state: GRPOState, lm) -> float:
-        """Score the policy's most likely prompt: on a valset minibatch first, on the whole valset only when it beats
-        the incumbent on those rows; it replaces the incumbent only on paired evidence (select.decide). Returns its
-        mean score on the rows it was scored on.
+        """Score the policy's most likely prompt (`_consider`); when it replaces the incumbent, also try the incumbent
+        with each changed slot put back as it started, so a change that did not earn its place goes again (within
+        noise the simpler program wins). Returns the prompt's mean score on the rows it was scored on.
 
         Every call counts for early stopping, on the incumbent's score: a prompt that does not replace it is a plateau."""
-        cfg = self.config
-        record = self._record(state, state.policy.greedy_values(), create=True)
-        incumbent = self._record(state, state.best["values"]) if state.best else None
-        rows = [str(i) for i in range(len(valset))]
-        if incumbent is not None and record is not incumbent and not record.get("verdict"):
-            if 0 < cfg.val_minibatch < len(rows) and len(record["scores"]) < len(rows):
-                mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(cfg.val_minibatch)]
-                state.val_cursor = (state.val_cursor + cfg.val_minibatch) % len(rows)
-                self._score_rows(student, valset, state, lm, record, mini)
-                mine, theirs = _mean(record["scores"], mini), _mean(incumbent["scores"], mini)
-                simpler = tuple(record["complexity"]) < tuple(incumbent["complexity"])
-                if mine < theirs or (mine == theirs and not simpler):  # a simpler equal may still win within noise
-                    record["verdict"] = "not better than the incumbent on a minibatch"
-            if not record.get("verdict"):
-                self._score_rows(student, valset, state, lm, record, rows)
-                adopt, reason, vs_incumbent = decide(start=state.val_history[0], incumbent=incumbent,
-                                                     candidate=record, confidence=cfg.select_confidence, seed=cfg.seed)
-                record.update(verdict=reason, vs_incumbent=vs_incumbent)
-                if adopt:
-                    state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
-        elif incumbent is None:  # the starting program, on the whole valset: what every candidate is compared with
-            self._score_rows(student, valset, state, lm, record, rows)
-            record["verdict"] = "the starting program"
-            state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
+        record, adopted = self._consider(student, valset, state, lm, state.policy.greedy_values())
+        while adopted:  # one slot back at a time, while the budget keeps a full validation for the final prompt
+            adopted = False
+            for variant in _reverted(state.best["values"], state.val_history[0]["values"]):
+                if state.metric_calls + 2 * len(valset) > self.config.max_metric_calls:
+                    break
+                if self._consider(student, valset, state, lm, variant)[1]:
+                    adopted = True
+                    break
         if state.early.update(state.best["score"]) and not state.stopped:
             state.stopped = "early_stop"
         return _mean(record["scores"], list(record["scores"]))
+
+    def _consider(self, student, valset, state: GRPOState, lm, values: dict) -> tuple[dict, bool]:
+        """Score a prompt on a valset minibatch first, on the whole valset only when it beats the incumbent on those
+        rows (or ties it and is simpler); it replaces the incumbent only on paired evidence (select.decide).
+        Returns its record and whether it replaced the incumbent."""
+        cfg = self.config
+        record = self._record(state, values, create=True)
+        incumbent = self._record(state, state.best["values"]) if state.best else None
+        rows = [str(i) for i in range(len(valset))]
+        if incumbent is None:  # the starting program, on the whole valset: what every candidate is compared with
+            self._score_rows(student, valset, state, lm, record, rows)
+            record["verdict"] = "the starting program"
+            state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
+            return record, False
+        if record is incumbent or record.get("verdict"):  # known: its scores are never bought twice
+            return record, False
+        if 0 < cfg.val_minibatch < len(rows) and len(record["scores"]) < len(rows):
+            mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(cfg.val_minibatch)]
+            state.val_cursor = (state.val_cursor + cfg.val_minibatch) % len(rows)
+            self._score_rows(student, valset, state, lm, record, mini)
+            mine, theirs = _mean(record["scores"], mini), _mean(incumbent["scores"], mini)
+            simpler = tuple(record["complexity"]) < tuple(incumbent["complexity"])
+            if mine < theirs or (mine == theirs and not simpler):  # a simpler equal may still win within noise
+                record["verdict"] = "not better than the incumbent on a minibatch"
+                return record, False
+        self._score_rows(student, valset, state, lm, record, rows)
+        adopt, reason, vs_incumbent = decide(start=state.val_history[0], incumbent=incumbent, candidate=record,
+                                             confidence=cfg.select_confidence, seed=cfg.seed)
+        record.update(verdict=reason, vs_incumbent=vs_incumbent)
+        if adopt:
+            state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
+        return record, adopt
 
     def _record(self, state: GRPOState, values: dict, create: bool = False) -> dict | None:
         """The validation record of a prompt (one per distinct prompt: its scores are reused, never re-bought)."""
@@ -533,6 +546,19 @@ def _call_inputs(call, example, signature) -> dict:
     if all(name in inputs for name in signature.input_fields):
         return {name: inputs[name] for name in signature.input_fields}
     return {}
+
+
+def _reverted(values: dict, start: dict) -> list[dict]:
+    """`values` with one changed slot put back to its starting value, for each changed slot (instructions last: the
+    format and demos are the cheap levers, and the instruction is what a reader of the program sees)."""
+    changed = [(p, s) for p, slots in values.items() for s, v in slots.items()
+               if values_key(v) != values_key(start.get(p, {}).get(s))]
+    variants = []
+    for predictor, slot in sorted(changed, key=lambda ps: ps[1] == "instruction"):
+        variant = {p: dict(slots) for p, slots in values.items()}
+        variant[predictor][slot] = start[predictor][slot]
+        variants.append(variant)
+    return variants
 
 
 def _mean(scores: dict[str, float], rows: list[str]) -> float:
