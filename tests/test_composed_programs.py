@@ -273,8 +273,8 @@ def test_cli_optimize_and_finetune_take_a_composed_program_unchanged(tiny_model_
     run = tmp_path / "react"
     assert main(["optimize", "react_agent", "--model", str(tiny_model_dir), "--budget", "24", "--max-tokens", "8",
                  "--threads", "2", "--group-size", "2", "--batch-size", "2", "--out", str(run)]) == 0
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["test_after"]["n"] == summary["test_before"]["n"] > 0
+    scores = json.loads((run / "summary.json").read_text())["scores"]
+    assert scores["test_after"]["n"] == scores["test_before"]["n"] > 0
     fresh = load_program_file("react_agent").build_program()
     fresh.load(str(run / "program.json"))
 
