@@ -53,6 +53,15 @@ def judge_lm(max_tokens: int):
     return local_lm(MODEL, max_tokens=max_tokens, temperature=0.0)
 
 
+def judge_format(lm):
+    """The judge's format in every mode: `auto` (dspyrl's grammar-constrained structured format on a local model).
+    With DSPy's ChatAdapter SmolLM2 never wrote a parseable list of per-candidate scores (it explains the type
+    instead); under the grammar every reply parses, so what is measured is the judge's judgement, not its formatting."""
+    from dspyrl.formats import resolve_format
+
+    return resolve_format("auto", lm)
+
+
 def task_lm(temperature: float = 1.0, max_tokens: int = 16):
     from dspyrl.lm import local_lm
 
@@ -89,7 +98,8 @@ def part_judge(args) -> dict:
     batch = run_rollouts(spec.build_program(), examples, spec.build_reward(), group_size=args.group_size, lm=lm,
                          format=resolve_format("auto", lm), progress=False, seed=0)
     groups = labelled_groups(batch, examples)
-    judge = RewardModule(SENTIMENT_RUBRIC, judge_lm=judge_lm(args.judge_tokens), output_fields=["sentiment"], retries=1)
+    jlm = judge_lm(args.judge_tokens)
+    judge = RewardModule(SENTIMENT_RUBRIC, judge_lm=jlm, output_fields=["sentiment"], retries=1, format=judge_format(jlm))
     report = check_judge(judge, groups, pairs_per_group=1, seed=0)
     report["wall_s"] = time.perf_counter() - started
     log(f"\n(a) judge check on sentiment: {report['groups']} groups of {args.group_size} "
@@ -119,7 +129,7 @@ def part_steps(args) -> dict:
     for mode in ("sample", "group"):
         reward = spec.build_reward(judge_lm=jlm)
         judge = judges_in(reward)["faithful"]
-        judge.mode = mode
+        judge.mode, judge.format = mode, judge_format(jlm)
         started = time.perf_counter()
         batch = run_rollouts(spec.build_program(), examples, reward, group_size=args.group_size, lm=lm, progress=False,
                              seed=1, format=None)
@@ -164,8 +174,9 @@ def part_grpo(args) -> dict:
         if name == "exact":
             reward, judge = spec.build_reward(), None
         else:
-            judge = RewardModule(SENTIMENT_RUBRIC, judge_lm=judge_lm(args.judge_tokens), output_fields=["sentiment"],
-                                 retries=1, mode=name.split("-")[1])
+            jlm = judge_lm(args.judge_tokens)
+            judge = RewardModule(SENTIMENT_RUBRIC, judge_lm=jlm, output_fields=["sentiment"], retries=1,
+                                 mode=name.split("-")[1], format=judge_format(jlm))
             reward = judge
         started = time.perf_counter()
         optimizer = dspyrl.GRPO(reward, lm=lm, max_metric_calls=args.budget, group_size=args.group_size, batch_size=4,
@@ -235,7 +246,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "judge", "steps", "grpo", "rm"), default="all")
     parser.add_argument("--examples", type=int, default=6, help="(a) examples")
     parser.add_argument("--group-size", type=int, default=4)
-    parser.add_argument("--judge-tokens", type=int, default=128, help="judge completion limit")
+    parser.add_argument("--judge-tokens", type=int, default=256, help="judge completion limit")
     parser.add_argument("--step-examples", type=int, default=4, help="(b) examples per GRPO step")
     parser.add_argument("--budget", type=int, default=32, help="(c) prompt-GRPO metric calls")
     parser.add_argument("--val", type=int, default=4, help="(c) validation rows")

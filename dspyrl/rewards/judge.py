@@ -39,7 +39,7 @@ import random
 import re
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dspy
 import pydantic
@@ -75,9 +75,14 @@ class PairwiseOutput(dspy.Signature):
 
 
 class CandidateScore(pydantic.BaseModel):
-    candidate: int = pydantic.Field(description="the candidate's number as shown")
-    reason: str = pydantic.Field(description="a short reason")
-    score: float = pydantic.Field(description="a number between 0.0 and 1.0")
+    # no extra keys, scores in range: a grammar-constrained format turns the JSON schema into what may be written
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    candidate: int = pydantic.Field(description="the candidate's number as shown", ge=1)
+    # bounded: under a grammar-constrained format (dspyrl's structured/auto) the schema's maxLength holds a small
+    # model's reasons short enough for every candidate's score to fit in the judge's max_tokens
+    reason: str = pydantic.Field(description="a short reason", max_length=60)
+    score: float = pydantic.Field(description="a number between 0.0 and 1.0", ge=0.0, le=1.0)
 
 
 class GroupJudgeOutput(dspy.Signature):
@@ -242,7 +247,10 @@ class RewardModule(dspy.Module):
         return RewardResult(judgement.score, {self.name: judgement.score}, judgement.feedback, judgement.failed)
 
     def score_group(self, example, predictions: list) -> list[RewardResult]:
-        """The outputs of one example, judged together in one call (see the module docstring)."""
+        """The outputs of one example, judged together in one call (see the module docstring); in sample mode, one
+        judgement per output."""
+        if self.mode != "group":
+            return [self(example, pred) for pred in predictions]
         verdict = self.judge_group(inputs=example.inputs() if hasattr(example, "inputs") else example,
                                    outputs=[self.output_text(p) for p in predictions],
                                    reference=self.reference_text(example))
@@ -373,7 +381,12 @@ class RewardModule(dspy.Module):
     def _ask_order(self, base: dict[str, str], distinct: list[str], order: list[int]) -> _Answer:
         """One group call with the outputs shown in `order`; the answer's value is (scores, reasons) per distinct output."""
         shown = "\n\n".join(f"[{p + 1}]\n{distinct[k]}" for p, k in enumerate(order))
-        answer = self._ask(self.group, {**base, "candidates": shown}, lambda out, raw: _read_group(out, raw, len(order)))
+        # exactly n judgements in the output type: a grammar-constrained format then cannot stop after the first one
+        n = len(order)
+        signature = self.group.signature.with_updated_fields(
+            "judgements", type_=Annotated[list[CandidateScore], pydantic.Field(min_length=n, max_length=n)])
+        answer = self._ask(self.group, {**base, "candidates": shown, "signature": signature},
+                           lambda out, raw: _read_group(out, raw, n))
         if answer.failed:
             return answer
         by_position = answer.value  # [(score, reason)] by shown position

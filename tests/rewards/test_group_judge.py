@@ -82,11 +82,17 @@ def test_a_wrong_candidate_set_is_retried_then_a_failure():
     replies = iter([chat(judgements=json.dumps([{"candidate": 1, "reason": "x", "score": 0.5}])),  # one of two
                     chat(judgements=json.dumps([{"candidate": 1, "reason": "x", "score": 0.5},
                                                 {"candidate": 2, "reason": "y", "score": 1.5}]))])  # out of range
-    judge = RewardModule("r", judge_lm=scripted_lm(lambda m: next(replies)), mode="group", retries=1,
-                         failure_score=0.25)
+    last = []  # DSPy's ChatAdapter asks once more (its JSON fallback) after a reply it cannot parse: repeat the last
+
+    def reply(messages):
+        last[:] = [next(replies, None) or last[0]]
+        return last[0]
+
+    judge = RewardModule("r", judge_lm=scripted_lm(reply), mode="group", retries=1, failure_score=0.25)
     results = judge.score_group(EXAMPLES[0], [dspy.Prediction(answer="x"), dspy.Prediction(answer="y")])
     assert [r.total for r in results] == [0.25, 0.25] and all(r.failed for r in results)
-    assert judge.stats.failures == 1 and judge.stats.errors == {"invalid": 2}
+    assert judge.stats.failures == 1 and judge.stats.lm_attempts == 2
+    assert sum(judge.stats.errors.values()) == 2  # the wrong candidate set, then the score out of range
 
 
 def test_lenient_reading_of_numbered_lines():
