@@ -17,6 +17,10 @@ choice. Its `counted` mask says which samples carry signal for k, so an update c
 (With a group-mean baseline and ratio 1, an unvaried choice already gets zero gradient from its group, because the
 advantages of a group sum to 0; the two differ once the update's ratios move and in how each predictor's term is
 averaged. benchmarks/composed.py measures which learns better.)
+Measured (60 simulated 2- and 3-step pipelines, paired): per-module credit puts more mass on the best instructions than
+run-wide credit (+0.058 / +0.045, p = 0.001 / 0.004), but no more than run-wide credit with twice the step size
+(+0.004 / +0.021, p = 0.60 / 0.19), and the program it returns is not better (−0.015 / +0.019 expected reward, p = 0.28 /
+0.38). Its gain is a larger effective step where groups are flat, not better credit, so run-wide stays the default.
 """
 
 from __future__ import annotations
