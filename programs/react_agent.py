@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import operator
 import random
+import threading
 
 import dspy
 
@@ -46,6 +47,9 @@ def lookup_price(item: str) -> str:
 
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+# CPython 3.11's ast.parse is not safe across threads ("AST constructor recursion depth mismatch", seen with concurrent
+# rollouts), and a SystemError there would count as the agent's tool error
+_PARSE_LOCK = threading.Lock()
 
 
 def calculate(expression: str) -> str:
@@ -61,7 +65,8 @@ def calculate(expression: str) -> str:
         raise ValueError(f"calculate only takes numbers, + - * / and parentheses, got {expression!r}")
 
     try:
-        tree = ast.parse(str(expression).strip(), mode="eval")
+        with _PARSE_LOCK:
+            tree = ast.parse(str(expression).strip(), mode="eval")
     except SyntaxError as err:
         raise ValueError(f"not an arithmetic expression: {expression!r}") from err
     result = value(tree.body)

@@ -161,14 +161,19 @@ class ScriptedAgent:
     replies to "How much do N <items> cost?": look the item up, calculate, finish. For an item the shop lacks the
     lookup raises; with 'forever' in the question the agent calculates again and again and never finishes."""
 
+    context_length = None  # scripted replies: the tiny model's 2048-token window does not apply
+
     def __init__(self, engine):
         self.engine, self.default_max_tokens = engine, engine.default_max_tokens
 
-    def generate(self, messages, n=1, settings=None):
+    def generate(self, messages, n=1, settings=None, **options):  # options: the server's cancel hook
         return [Generation(self.reply(messages), 1, 1, "stop") for _ in range(n)]
 
-    def choose(self, messages, candidates, n=1, temperature=0.0, seed=None):
-        return self.engine.choose(messages, candidates, n=n, temperature=temperature, seed=seed)
+    def check_context(self, prompt_tokens, max_tokens):
+        return None
+
+    def __getattr__(self, name):  # everything else the server asks (tokenizing, bounds) is the real engine's
+        return getattr(self.engine, name)
 
     @staticmethod
     def reply(messages) -> str:
