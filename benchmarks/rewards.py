@@ -184,7 +184,7 @@ def part_grpo(args) -> dict:
                                 run_dir=str(Path(args.tmp) / f"grpo-{name}"))
         optimized = optimizer.compile(spec.build_program(), trainset=train, valset=val[: args.val])
         wall = time.perf_counter() - started
-        score, failures = exact_score(optimized, test, spec, lm, None)
+        score, failures = exact_score(optimized, test, spec, lm, fmt)  # same base format as the baseline
         out[name] = {"test_exact": score, "test_failures": failures, "wall_s": wall,
                      "judge_calls": judge.stats.lm_calls if judge else 0,
                      "judge_tokens": (judge.stats.prompt_tokens + judge.stats.completion_tokens) if judge else 0}

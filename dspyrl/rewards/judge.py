@@ -82,13 +82,14 @@ class CandidateScore(pydantic.BaseModel):
     # bounded: under a grammar-constrained format (dspyrl's structured/auto) the schema's maxLength holds a small
     # model's reasons short enough for every candidate's score to fit in the judge's max_tokens
     reason: str = pydantic.Field(description="a short reason", max_length=60)
-    score: float = pydantic.Field(description="a number between 0.0 and 1.0", ge=0.0, le=1.0)
+    # an integer: a JSON number's digits are unbounded, and a small model under a grammar wrote 0.1111… to max_tokens
+    score: int = pydantic.Field(description="0 (fails the rubric) to 10 (fully meets it)", ge=0, le=10)
 
 
 class GroupJudgeOutput(dspy.Signature):
     """You are a strict, fair grader. Several candidate outputs for the same inputs are shown, each after its number in
     brackets. Judge them against the rubric (and the reference answer, if one is given) and against each other: for each
-    candidate give a short reason and a score from 0.0 to 1.0, higher for better candidates, equal for equally good ones."""
+    candidate give a short reason and a score from 0 to 10, higher for better candidates, equal for equally good ones."""
 
     rubric: str = dspy.InputField(desc="what a good output does")
     task_inputs: str = dspy.InputField(desc="the inputs every candidate was produced from")
@@ -193,8 +194,8 @@ class JudgeStats:
 _SCORE_IN_TEXT = re.compile(r"score\W{0,12}?(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 _WINNER_IN_TEXT = re.compile(r"winner\W{0,12}?\b(A|B|tie)\b", re.IGNORECASE)
 _JSON_LIST_IN_TEXT = re.compile(r"\[\s*\{.*\}\s*\]", re.DOTALL)
-# "[2] ... score: 0.7" or "2: 0.7" on one line, as small judges write it when the typed format slips
-_CANDIDATE_LINE = re.compile(r"^\W*(?:candidate\s*)?\[?(\d+)\]?\s*[:.)\-]?[^\n]*?(?:score\W{0,12})?\b(-?\d*\.\d+|[01])\s*$",
+# "[2] ... score: 7" or "2: 7" on one line (0-10), as small judges write it when the typed format slips
+_CANDIDATE_LINE = re.compile(r"^\W*(?:candidate\s*)?\[?(\d+)\]?\s*[:.)\-]?[^\n]*?(?:score\W{0,12})?\b(\d+(?:\.\d+)?)\s*$",
                              re.IGNORECASE | re.MULTILINE)
 
 
@@ -511,9 +512,10 @@ def _read_group(outputs: dict, raw_text: str | None, n: int):
             score = float(row.get("score"))
         except (TypeError, ValueError):
             return None, f"score {row.get('score')!r} is not a number"
-        if not math.isfinite(score) or not 0.0 <= score <= 1.0:
-            return None, f"score {score:g} is outside [0, 1]"
-        by_position[int(row["candidate"]) - 1] = (score, " ".join(str(row.get("reason") or "").split())[:300])
+        if not math.isfinite(score) or not 0.0 <= score <= 10.0:
+            return None, f"score {score:g} is outside [0, 10]"
+        by_position[int(row["candidate"]) - 1] = (score / 10.0,  # the reward scale is [0, 1]
+                                                  " ".join(str(row.get("reason") or "").split())[:300])
     return by_position, None
 
 

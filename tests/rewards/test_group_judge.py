@@ -29,20 +29,20 @@ def shown_candidates(text: str) -> list[tuple[int, str]]:
 
 
 def content_score(output: str) -> float:
-    """A fair judge's score: a function of the output only (its length, in steps of 0.05)."""
-    return round(min(1.0, 0.05 * len(output.strip())), 2)  # strip: a format may trim what it shows
+    """A fair judge's score: a function of the output only (its length, in tenths, up to 10 characters)."""
+    return min(10, len(output.strip())) / 10  # strip: a format may trim what it shows
 
 
 def fair_reply(messages) -> str:
     shown = shown_candidates(last_user(messages))
-    return chat(judgements=json.dumps([{"candidate": k, "reason": f"len {len(t)}", "score": content_score(t)}
+    return chat(judgements=json.dumps([{"candidate": k, "reason": f"len {len(t)}", "score": round(10 * content_score(t))}
                                        for k, t in shown]))
 
 
 def first_shown_bias_reply(messages) -> str:
-    """Scores by shown position only: 1.0 for the first shown, falling by 0.25 per position."""
+    """Scores by shown position only: 10 for the first shown, falling by 2 per position."""
     shown = shown_candidates(last_user(messages))
-    return chat(judgements=json.dumps([{"candidate": k, "reason": "first is best", "score": max(0.0, 1 - 0.25 * (k - 1))}
+    return chat(judgements=json.dumps([{"candidate": k, "reason": "first is best", "score": max(0, 10 - 2 * (k - 1))}
                                        for k, _ in shown]))
 
 
@@ -68,8 +68,8 @@ def test_consistency_reask_measures_agreement_and_averages_orders():
     biased = RewardModule("r", judge_lm=scripted_lm(first_shown_bias_reply), mode="group", consistency_sample=1.0)
     verdict = biased.judge_group(inputs="q", outputs=["aa", "bbbbbb", "cccccccccc"])
     assert verdict.rank_agreement == 0.0  # the reversed order reverses a pure position ranking
-    assert verdict.scores == [0.75, 0.75, 0.75]  # averaging both orders cancels the bias here
-    assert biased.stats.position_means == [1.0, 0.75, 0.5]
+    assert verdict.scores == pytest.approx([0.8, 0.8, 0.8])  # averaging both orders cancels the bias here
+    assert biased.stats.position_means == pytest.approx([1.0, 0.8, 0.6])
 
 
 def test_rank_agreement():
@@ -79,9 +79,9 @@ def test_rank_agreement():
 
 
 def test_a_wrong_candidate_set_is_retried_then_a_failure():
-    replies = iter([chat(judgements=json.dumps([{"candidate": 1, "reason": "x", "score": 0.5}])),  # one of two
-                    chat(judgements=json.dumps([{"candidate": 1, "reason": "x", "score": 0.5},
-                                                {"candidate": 2, "reason": "y", "score": 1.5}]))])  # out of range
+    replies = iter([chat(judgements=json.dumps([{"candidate": 1, "reason": "x", "score": 5}])),  # one of two
+                    chat(judgements=json.dumps([{"candidate": 1, "reason": "x", "score": 5},
+                                                {"candidate": 2, "reason": "y", "score": 15}]))])  # out of range
     last = []  # DSPy's ChatAdapter asks once more (its JSON fallback) after a reply it cannot parse: repeat the last
 
     def reply(messages):
@@ -96,7 +96,7 @@ def test_a_wrong_candidate_set_is_retried_then_a_failure():
 
 
 def test_lenient_reading_of_numbered_lines():
-    judge = RewardModule("r", judge_lm=scripted_lm(lambda m: "[1] weak answer 0.2\n[2] good: 0.9"), mode="group")
+    judge = RewardModule("r", judge_lm=scripted_lm(lambda m: "[1] weak answer 2\n[2] good: 9"), mode="group")
     assert judge.judge_group(inputs="q", outputs=["x", "y"]).failed is False
     assert sorted(judge.judge_group(inputs="q", outputs=["x", "y"]).scores) == [0.2, 0.9]
 

@@ -54,8 +54,9 @@ def tiny_lm(tiny_model_dir):
 
 
 def test_unparseable_judge_is_retried_then_counted_as_failure(tiny_lm):
+    # no JSON fallback: the local engine constrains JSONAdapter's replies to the schema, which always parse
     judge = RewardModule("Is the answer correct?", judge_lm=tiny_lm, reference_field="answer", retries=2,
-                         failure_score=0.125)
+                         failure_score=0.125, format=dspy.ChatAdapter(use_json_adapter_fallback=False))
     before = tiny_lm.engine.generate_calls
     result = judge(EXAMPLE, dspy.Prediction(answer="Paris"))
     assert result.failed and result.total == 0.125 and result.components == {"judge": 0.125}

@@ -27,7 +27,7 @@ def synthetic_judge(*, biased: bool):
         text = last_user(messages)
         if "[[ ## candidates ## ]]" in text:
             shown = shown_candidates(text)
-            scores = {k: (1.0 if k == 1 else 0.5) if biased else content_score(t) for k, t in shown}
+            scores = {k: (10 if k == 1 else 5) if biased else round(10 * content_score(t)) for k, t in shown}
             return chat(judgements=json.dumps([{"candidate": k, "reason": "r", "score": s} for k, s in scores.items()]))
         if "[[ ## output_a ## ]]" in text:
             a, b = content_score(_field(text, "output_a")), content_score(_field(text, "output_b"))
@@ -99,7 +99,7 @@ def load_examples():
 
 def build_reward(judge_lm=None):
     def longer(example, pred, trace=None):
-        return round(min(1.0, 0.05 * len(pred.answer.strip())), 2)
+        return min(10, len(pred.answer.strip())) / 10
     return longer
 '''
 
