@@ -192,6 +192,39 @@ def summarize(results: list[dict], pass_name: str, console, title: str) -> list[
     return verdicts
 
 
+def read_proposals(count: int, lm, families: list[str], console, max_tokens: int = 160) -> dict:
+    """Ask the task model for `count` instructions (as GRPO's proposer does, from scored examples of each family's
+    starting program), print every completion with the filter's verdict, and count the share that would reach the
+    policy. The person reading them says how many of the accepted ones are garbage."""
+    from dspyrl.data import split_examples
+    from dspyrl.optim.prompts.propose import InstructionProposer, ScoredCall
+    from dspyrl.program_file import load_program_file
+
+    proposer = InstructionProposer(num_proposals=2, max_tokens=max_tokens)
+    specs = [load_program_file(FAMILIES[f]) for f in families]
+    printed, round_id = 0, 0
+    while printed < count:
+        spec = specs[round_id % len(specs)]
+        name, predictor = next(iter(spec.build_program().named_predictors()))
+        train, _, _ = split_examples(spec.load_examples(), seed=round_id)
+        calls = [ScoredCall({k: ex[k] for k in predictor.signature.input_fields},
+                            {k: ex[k] for k in predictor.signature.output_fields if k in ex},
+                            float(i % 2), 1.0 if i % 2 else -1.0) for i, ex in enumerate(train[:4])]
+        original = predictor.signature.instructions
+        proposer.propose(predictor.signature, original, calls, rollout_id=round_id, lm=lm, seed=round_id,
+                         original=original, task_lm=lm)
+        for text, reason in proposer.stats.last:
+            printed += 1
+            verdict = "ACCEPTED" if not reason else f"rejected: {reason}"
+            console.print(f"[{printed:2d}] {spec.name} — {verdict}\n     {' '.join(text.split())[:400]!r}",
+                          markup=False)
+        round_id += 1
+    stats = proposer.stats.to_json()
+    console.print(f"proposals: {stats['accepted']} of {stats['asked']} reach the policy; rejected by reason: "
+                  f"{stats['rejected']}", markup=False)
+    return stats
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated (default: all)")
@@ -211,6 +244,9 @@ def main(argv=None) -> int:
                         help="let ChatAdapter retry unparseable answers with JSONAdapter in the default pass (default: "
                              "off for every optimizer alike: on a small model the retry doubles the cost and rarely "
                              "parses either)")
+    parser.add_argument("--read-proposals", type=int, default=0,
+                        help="instead of the benchmark: print N instruction proposals of the task model for the "
+                             "chosen families with the filters' verdicts, and the share that reaches the policy")
     args = parser.parse_args(argv)
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
 
@@ -231,6 +267,9 @@ def main(argv=None) -> int:
                   f"budget {args.budget} metric calls; model {args.model} (max_tokens {args.max_tokens}); limits "
                   f"train {args.train_limit} / val {args.val_limit} / test {args.test_limit}; GRPO {grpo_settings or 'defaults'}")
     lm = lm_from_spec(args.model, temperature=0.0, max_tokens=args.max_tokens)
+    if args.read_proposals:
+        read_proposals(args.read_proposals, lm, args.families.split(","), console)
+        return 0
     chat = dspy.ChatAdapter(use_json_adapter_fallback=args.json_fallback)
     passes = args.passes.split(",")
     results: list[dict] = []

@@ -181,7 +181,7 @@ class InstructionProposer:
             return None, "too_short"
         if len(text) > self.max_chars:
             return None, "too_long"
-        if sum(ch.isalpha() for ch in text) < 0.6 * len(text.replace(" ", "")):
+        if sum(ch.isalpha() for ch in text) < 0.6 * len(text.replace(" ", "")) or not _reads_as_words(text):
             return None, "not_prose"
         return text, ""
 
@@ -250,6 +250,18 @@ def plausibility(task_lm, signature, text: str) -> float | None:
     total = engine.choice_logprobs(messages, [text])[0]
     tokens = len(engine.tokenizer(text, add_special_tokens=False)["input_ids"]) + 1  # + end of turn, as scored
     return total / tokens
+
+
+_WORD = re.compile(r"^[\"'(<`*]*(?:[A-Za-z]+(?:['-][A-Za-z]+)*|\d+(?:[.,]\d+)?|</?[a-z]+>)[\"')>`*.,;:!?]*$")
+
+
+def _reads_as_words(text: str) -> bool:
+    """Most whitespace-separated pieces are plain words, numbers or tags, and nothing is a control or replacement
+    character: byte-level gibberish (a random or broken model) is mostly letters, but not words."""
+    if any(ch == "\ufffd" or (ord(ch) < 32 and ch not in "\n\t") for ch in text):
+        return False
+    pieces = text.split()
+    return bool(pieces) and sum(bool(_WORD.match(p)) for p in pieces) >= 0.8 * len(pieces)
 
 
 def _stopped_at_max_tokens(lm, count: int) -> list[bool]:
