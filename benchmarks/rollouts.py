@@ -1,13 +1,14 @@
 """Rollout throughput against a slow endpoint: our rollout engine vs dspy.Evaluate at the same concurrency.
 
-    python benchmarks/rollouts.py --concurrency 8 --delay 0.2 --examples 64
+    flock /tmp/dspyrl-bench.lock python benchmarks/rollouts.py --concurrency 8 16 64 --delay 0.2
 
 A loopback OpenAI-compatible server answers every chat completion after a fixed delay (a stand-in for a hosted model's
 latency; it needs no model, so the numbers measure only the client side: threads, DSPy, LiteLLM, HTTP). The same
 program runs on the same number of distinct examples through `dspyrl.rollout.run_rollouts(num_threads=C)` and through
 `dspy.Evaluate(num_threads=C)`; each gets its own questions, so neither is helped by the other's cache. The ideal rate is
-C / delay calls per second. Then both run again on their own questions: every call must come from DSPy's cache, so the
-server must see no new request.
+C / delay calls per second. Each concurrency is measured `--repeats` times per runner in A-B-B-A order (so a drift in the
+machine's load hits both alike) and the ratio is of the summed rates. Then both run again on questions they asked: every
+call must come from DSPy's cache, so the server must see no new request.
 """
 
 from __future__ import annotations
@@ -86,9 +87,13 @@ def measure(label: str, run, server: SlowChatServer, n: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 16, 64],
+                        help="one or more concurrencies, all measured in this run (default: %(default)s)")
     parser.add_argument("--delay", type=float, default=0.2, help="server delay per call, seconds (default: %(default)s)")
-    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--examples", type=int, default=None,
+                        help="examples per measurement (default: 8 waves of the concurrency, at least 64)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="measurements per runner and concurrency, in A-B-B-A order (default: %(default)s)")
     args = parser.parse_args(argv)
     previous_cache = dspy.cache
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)  # a fresh cache: first passes all miss
@@ -108,14 +113,15 @@ def _compare(args) -> int:
     server = SlowChatServer(args.delay)
     lm = openai_compatible(server.base_url, "slow", temperature=0.0, max_tokens=16, num_retries=0)
     program = dspy.Predict("question -> answer")
-    ours = [dspy.Example(question=f"rollout question {i}?").with_inputs("question") for i in range(args.examples)]
-    theirs = [dspy.Example(question=f"evaluate question {i}?").with_inputs("question") for i in range(args.examples)]
-    c = args.concurrency
+    questions = iter(range(10**9))
 
-    def run_ours(examples):
+    def fresh(n):  # questions no runner has asked: every first pass misses the cache
+        return [dspy.Example(question=f"question {next(questions)}?").with_inputs("question") for _ in range(n)]
+
+    def run_ours(examples, c):
         return lambda: run_rollouts(program, examples, exact, lm=lm, num_threads=c, progress=False).mean_reward()
 
-    def run_evaluate(examples):
+    def run_evaluate(examples, c):
         evaluate = dspy.Evaluate(devset=examples, metric=exact, num_threads=c, display_progress=False)
 
         def run():
@@ -124,28 +130,43 @@ def _compare(args) -> int:
         return run
 
     # warm up LiteLLM's client (imports, connection pool) on a separate question so neither runner pays for it
-    run_rollouts(program, [dspy.Example(question="warm up").with_inputs("question")], exact, lm=lm, progress=False)
-    rows = [measure(f"dspyrl run_rollouts (C={c})", run_ours(ours), server, args.examples),
-            measure(f"dspy.Evaluate (num_threads={c})", run_evaluate(theirs), server, args.examples),
-            measure("run_rollouts again (cached)", run_ours(ours), server, args.examples),
-            measure("dspy.Evaluate again (cached)", run_evaluate(theirs), server, args.examples)]
+    run_rollouts(program, fresh(max(args.concurrency)), exact, lm=lm, num_threads=max(args.concurrency), progress=False)
+    console, ratios, rows, cached_calls = Console(width=140), {}, [], 0
+    for c in args.concurrency:
+        n = args.examples or max(64, 8 * c)
+        measured = {"ours": [], "evaluate": []}
+        kept = {}
+        for repeat in range(args.repeats):
+            order = ("ours", "evaluate") if repeat % 2 == 0 else ("evaluate", "ours")
+            for runner in order:
+                examples = fresh(n)
+                kept.setdefault(runner, examples)
+                run = run_ours(examples, c) if runner == "ours" else run_evaluate(examples, c)
+                measured[runner].append(measure(runner, run, server, n))
+        for runner, label in (("ours", f"dspyrl run_rollouts (C={c})"), ("evaluate", f"dspy.Evaluate (num_threads={c})")):
+            calls = sum(m["server_calls"] for m in measured[runner])
+            wall = sum(m["wall_s"] for m in measured[runner])
+            rows.append({"runner": label, "c": c, "examples": n * args.repeats, "server_calls": calls, "wall_s": wall,
+                         "calls_per_s": calls / wall, "score": min(m["score"] for m in measured[runner])})
+        ratios[c] = rows[-2]["calls_per_s"] / rows[-1]["calls_per_s"]
+        if c == args.concurrency[0]:  # both again on questions they asked: every call must come from the cache
+            again = [measure("ours again", run_ours(kept["ours"], c), server, n),
+                     measure("evaluate again", run_evaluate(kept["evaluate"], c), server, n)]
+            cached_calls = sum(m["server_calls"] for m in again)
     server.stop()
 
-    ideal = c / args.delay
-    table = Table(title=f"{args.examples} examples, endpoint delay {args.delay * 1000:.0f} ms, concurrency {c}: "
-                        f"ideal {ideal:.1f} calls/s")
-    for column in ("runner", "server calls", "wall time", "calls / s", "of ideal", "examples / s", "score"):
+    table = Table(title=f"endpoint delay {args.delay * 1000:.0f} ms; ideal = C / delay calls/s; {args.repeats} "
+                        "measurements per runner in A-B-B-A order, summed")
+    for column in ("runner", "examples", "server calls", "wall time", "calls / s", "of ideal", "score"):
         table.add_column(column, justify="left" if column == "runner" else "right")
     for row in rows:
-        table.add_row(row["runner"], str(row["server_calls"]), f"{row['wall_s']:.2f} s", f"{row['calls_per_s']:.1f}",
-                      f"{row['calls_per_s'] / ideal:.0%}", f"{row['examples'] / row['wall_s']:.0f}",
-                      f"{row['score']:.2f}")
-    Console(width=140).print(table)
-    first_ours, first_theirs = rows[0]["calls_per_s"], rows[1]["calls_per_s"]
-    print(f"run_rollouts / Evaluate throughput: {first_ours / first_theirs:.2f}x; "
-          f"run_rollouts at {first_ours / ideal:.0%} of ideal; cached re-runs made "
-          f"{rows[2]['server_calls'] + rows[3]['server_calls']} server calls")
-    return 0 if rows[2]["server_calls"] == 0 and rows[3]["server_calls"] == 0 else 1
+        ideal = row["c"] / args.delay
+        table.add_row(row["runner"], str(row["examples"]), str(row["server_calls"]), f"{row['wall_s']:.2f} s",
+                      f"{row['calls_per_s']:.1f}", f"{row['calls_per_s'] / ideal:.0%}", f"{row['score']:.2f}")
+    console.print(table)
+    print("run_rollouts / Evaluate throughput: " + ", ".join(f"C={c} {r:.2f}x" for c, r in ratios.items())
+          + f"; cached re-runs made {cached_calls} server calls")
+    return 0 if cached_calls == 0 else 1
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ class _CallRecorder(BaseCallback):
             call_inputs = {k: v for k, v in kwargs.items() if k in instance.signature.input_fields}
             with self._lock:
                 self._open[call_id] = {"predictor": name, "messages": None, "completion": None, "outputs": None,
-                                       "inputs": call_inputs}
+                                       "inputs": call_inputs, "fields": set(instance.signature.output_fields)}
             self._stack().append(call_id)
 
     def on_module_end(self, call_id, outputs, exception=None):
@@ -194,24 +194,20 @@ class _CallRecorder(BaseCallback):
         stack = self._stack()
         if stack and stack[-1] == call_id:
             stack.pop()
+        if exception is None and outputs is not None:  # the parsed output fields
+            frame["outputs"] = {k: v for k, v in outputs.items() if k in frame["fields"]} if frame["fields"] \
+                else dict(outputs.items())
         with self._lock:
             self.calls.append(PredictorCall(frame["predictor"], frame["messages"], frame["completion"],
                                             frame["outputs"], failed=exception is not None, inputs=frame["inputs"]))
-
-    def on_adapter_format_end(self, call_id, outputs, exception=None):
-        frame = self._current()
-        if frame is not None and outputs is not None:
-            frame["messages"] = outputs
-
-    def on_adapter_parse_end(self, call_id, outputs, exception=None):
-        frame = self._current()
-        if frame is not None:
-            frame["outputs"] = dict(outputs) if exception is None and outputs is not None else None
 
     def on_lm_start(self, call_id, instance, inputs):
         with self._lock:
             self._lms[call_id] = instance
             self.requests[call_id] = (instance, inputs)
+        frame = self._current()
+        if frame is not None:  # what the format wrote (the last attempt's, when it retried)
+            frame["messages"] = _sent_messages(inputs)
 
     def on_lm_end(self, call_id, outputs, exception=None):
         with self._lock:
@@ -338,13 +334,23 @@ def request_seed(run_seed: int, rollout_id: int) -> int:
 def _rollout(program, example, i, s, reward, rollout_lm, format, configure, failure_reward, tolerated):
     program_copy = _copy_program(program)
     choices = configure(program_copy, i, s) if configure is not None else {}
-    recorder = _CallRecorder({id(p): name for name, p in program_copy.named_predictors()})
-    settings: dict[str, Any] = {"lm": rollout_lm, "callbacks": [*(dspy.settings.callbacks or []), recorder]}
+    predictors = program_copy.named_predictors()
+    recorder = _CallRecorder({id(p): name for name, p in predictors})
+    settings: dict[str, Any] = {"lm": rollout_lm}
+    if any(getattr(p, "lm", None) is not None for _, p in predictors):
+        # a predictor with its own LM (shared by every rollout): only a context-wide callback sees its calls
+        settings["callbacks"] = [*(dspy.settings.callbacks or []), recorder]
+    else:
+        # On the copies only (this rollout's predictors and LM): DSPy then runs no callback machinery for the
+        # program's other modules or the format, which was most of what the engine cost over dspy.Evaluate.
+        for _, predictor in predictors:
+            predictor.callbacks = [*(getattr(predictor, "callbacks", None) or []), recorder]
+        rollout_lm.callbacks = [*rollout_lm.callbacks, recorder]
     if format is not None:
         settings["adapter"] = format
     if predictor_formats(program_copy):  # per-predictor formats (the prompt policy's choice) route over `format`
         router = PredictorFormats(settings.get("adapter") or dspy.settings.adapter)
-        settings.update(adapter=router, callbacks=[*settings["callbacks"], router])
+        settings.update(adapter=router, callbacks=[*settings.get("callbacks", dspy.settings.callbacks or []), router])
     prediction, error = None, None
     start = time.perf_counter()
     with dspy.context(**settings):
@@ -361,6 +367,7 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
     replayable = list(recorder.requests.values()) if error is not None else recorder.unusable
     if replayable:
         forget([request for lm, inputs in replayable for request in cache_requests(lm, inputs)])
+    recorder.requests, recorder.unusable = {}, []  # the calls' inputs are not kept beyond the rollout
     latency = time.perf_counter() - start
     if error is not None:
         result = RewardResult(failure_reward, feedback=error, failed=True)
@@ -422,6 +429,18 @@ class _ErrorBudget:
             if self.used > self.limit:
                 raise err  # the user's bug, with its own traceback
         return f"{PROGRAM_ERROR} {_describe(err)}"
+
+
+def _sent_messages(inputs: dict) -> list | None:
+    """The chat messages of an LM call, from a callback's inputs: messages=, or a typed lm15 Request's."""
+    if inputs.get("messages") is not None:
+        return inputs["messages"]
+    request = inputs.get("prompt")
+    if hasattr(request, "messages") and hasattr(request, "config"):
+        from dspy.clients.lm15_boundary import history_messages
+
+        return history_messages(request)
+    return [{"role": "user", "content": request}] if isinstance(request, str) else None
 
 
 def _has_text(outputs: Any) -> bool:
