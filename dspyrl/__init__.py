@@ -10,13 +10,13 @@ from dspyrl.optim.weights.dpo import DPO, LoraDPO, LoraDPOConfig
 from dspyrl.optim.prompts.grpo import GRPO, GRPOConfig
 from dspyrl.optim.weights.grpo import LoraGRPO, LoraGRPOConfig
 from dspyrl.optim.schedule import Schedule
-from dspyrl.rewards import RewardModule, RewardResult, WeightedReward
+from dspyrl.rewards import RewardModel, RewardModule, RewardResult, WeightedReward
 from dspyrl.rollout import run_rollouts
 from dspyrl.runs import save_program
 
 __version__ = "0.1.0"
 
 __all__ = ["ChoiceAdapter", "CompactAdapter", "DPO", "DspyrlError", "GRPO", "GRPOConfig", "LoraDPO", "LoraDPOConfig", "LoraGRPO",
-           "LoraGRPOConfig", "ModelComparator", "RewardModule", "RewardResult", "Schedule", "WeightedReward",
+           "LoraGRPOConfig", "ModelComparator", "RewardModel", "RewardModule", "RewardResult", "Schedule", "WeightedReward",
            "__version__", "load_examples", "load_program", "local_lm", "openai_compatible", "openrouter", "run_rollouts",
            "save_program", "split_examples", "use_predictor_formats"]

@@ -40,6 +40,7 @@ dspyrl.optim.weights.trl_callbacks (safetensors + JSON, no pickle).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 from collections import defaultdict
@@ -50,9 +51,9 @@ from typing import Any
 import dspy
 
 from dspyrl.config import check_settings, setting
-from dspyrl.errors import ConfigError
+from dspyrl.errors import ConfigError, is_lm_failure
 from dspyrl.optim.weights import base, shared_prompt, trl_callbacks
-from dspyrl.rewards.combine import RewardResult, to_reward_result
+from dspyrl.rewards.combine import RewardResult, score_group, scores_groups, to_reward_result
 
 ROLLOUT_MODES = ("auto", "predictor", "program")
 
@@ -201,8 +202,16 @@ class PredictorReward:
 
     def __call__(self, prompts, completions, example_index, **kwargs) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        if scores_groups(self.reward):
+            results = self.score_groups(example_index, texts)
+            self._scored.extend(results)
+            return [r.total for r in results]
         with ThreadPoolExecutor(self.num_threads) as pool:
-            results = list(pool.map(self.score, example_index, texts))
+            # each scoring runs in a copy of the trainer's context, so a reward that reads dspy.settings (a judge's
+            # LM, say) sees the caller's, as inside run_rollouts
+            futures = [pool.submit(contextvars.copy_context().run, self.score, i, text)
+                       for i, text in zip(example_index, texts)]
+            results = [future.result() for future in futures]
         self._scored.extend(results)
         return [r.total for r in results]
 
@@ -210,13 +219,48 @@ class PredictorReward:
         try:
             outputs = self.format.parse(self.signature, text)
         except Exception as err:  # unparseable: the failure reward, as in a failed rollout
+            if not is_lm_failure(err):
+                raise
             return RewardResult(self.failure_reward, feedback=f"{type(err).__name__}", failed=True)
         try:
             return to_reward_result(self.reward(self.examples[index], dspy.Prediction(**outputs), None),
                                     failure_score=self.failure_reward)
-        except Exception as err:
+        except Exception as err:  # a judge's LM failure is counted; the user's own bug stops training
+            if not is_lm_failure(err):
+                raise
             return RewardResult(self.failure_reward, feedback=f"reward failed: {type(err).__name__}: {err}",
                                 failed=True)
+
+    def score_groups(self, example_index, texts) -> list[RewardResult]:
+        """A group reward (group-mode judge, reward model) gets the parsed completions of one example in one call;
+        TRL's batch holds whole groups, so each example's G completions are scored together."""
+        results: list[RewardResult | None] = [None] * len(texts)
+        groups: dict[int, list[tuple[int, Any]]] = defaultdict(list)
+        for row, (index, text) in enumerate(zip(example_index, texts)):
+            try:
+                groups[index].append((row, dspy.Prediction(**self.format.parse(self.signature, text))))
+            except Exception as err:  # unparseable: the failure reward, as in a failed rollout
+                if not is_lm_failure(err):
+                    raise
+                results[row] = RewardResult(self.failure_reward, feedback=f"{type(err).__name__}", failed=True)
+
+        def score(index: int) -> None:
+            rows = groups[index]
+            try:
+                scored = score_group(self.reward, self.examples[index], [p for _, p in rows],
+                                     failure_score=self.failure_reward)
+            except Exception as err:  # a judge's LM failure is counted; the user's own bug stops training
+                if not is_lm_failure(err):
+                    raise
+                scored = [RewardResult(self.failure_reward, feedback=f"reward failed: {type(err).__name__}: {err}",
+                                       failed=True)] * len(rows)
+            for (row, _), result in zip(rows, scored):
+                results[row] = result
+
+        with ThreadPoolExecutor(self.num_threads) as pool:
+            for future in [pool.submit(contextvars.copy_context().run, score, index) for index in groups]:
+                future.result()
+        return results
 
     def pop_metrics(self) -> dict:
         """Failure rate and mean reward components of the completions scored since the last call."""
