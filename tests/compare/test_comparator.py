@@ -238,7 +238,11 @@ def test_one_program_on_two_lms_in_process_and_over_http(tiny_model_dir, tmp_pat
         over_http = openai_compatible(server.base_url, "tiny", api_key="sk-test-secret-0000", temperature=0.0,
                                       max_tokens=8)
         program = sentiment.build_program()
-        result = ModelComparator(Arm(program, in_process, "in-process"), Arm(program, over_http, "served"),
+        # one format for both arms, without ChatAdapter's JSON retry: in-process, that retry is schema-constrained
+        # (the local engine honours response_format); over HTTP it is not, so the arms would be asked differently
+        chat = dspy.ChatAdapter(use_json_adapter_fallback=False)
+        result = ModelComparator(Arm(program, in_process, "in-process", format=chat),
+                                 Arm(program, over_http, "served", format=chat),
                                  sentiment.load_examples()[:3], reward=sentiment.exact_label, progress=False).run()
         result.save(tmp_path)
     finally:
