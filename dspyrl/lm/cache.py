@@ -1,6 +1,6 @@
 """Keep replies that are not answers out of DSPy's cache.
 
-DSPy caches every reply an LM returns with HTTP 200, before any adapter reads it. A reply that then fails to parse, is
+DSPy caches every reply an LM returns with HTTP 200, before any format reads it. A reply that then fails to parse, is
 empty, or was cut off at max_tokens would be served again on every rerun as if it were the model's answer: against a
 server failing 30% of calls, a rerun on the healthy server still failed 2–9 of 48 rows. The rollout engine remembers the
 cache request of each LM call (`cache_requests`, DSPy's own key, computed the way DSPy computes it) and `forget`s the
