@@ -226,7 +226,8 @@ def _read_hf_dataset(path: Path, split: str | None) -> Iterator[tuple[int, dict]
         else:
             builder = "parquet" if path.suffix == ".parquet" else "arrow"
             loaded = datasets.load_dataset(builder, data_files=str(path))
-    except Exception as err:  # datasets raises many types (FileNotFoundError, ArrowInvalid, …); one line for the user
+    # datasets raises many types (FileNotFoundError, ArrowInvalid, …); one line for the user
+    except Exception as err:  # noqa: BLE001 - see above
         raise DataError(f"cannot read as a Hugging Face dataset: {' '.join(str(err).split())[:200]}",
                         file=str(path)) from err
     if isinstance(loaded, datasets.DatasetDict):

@@ -46,7 +46,8 @@ def load_program_file(spec: str) -> ProgramFile:
             module_spec.loader.exec_module(module)
         except SyntaxError as err:
             raise ConfigError(f"{path}:{err.lineno}: syntax error in program file: {err.msg}") from err
-        except Exception as err:  # an import inside the file that fails, a NameError at its top level, ...
+        # an import inside the file that fails, a NameError at its top level, ...
+        except Exception as err:  # noqa: BLE001 - see above
             raise ConfigError(f"{path}:{_line_in(err, path)}: the program file failed to import: "
                               f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")) from err
     else:

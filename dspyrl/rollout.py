@@ -298,7 +298,8 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
                     for future in futures:
                         results.append(future.result())
                         advance()
-                except BaseException:
+                # cancel the queued rollouts on any exit (a bug, Ctrl-C), then re-raise
+                except BaseException:  # noqa: BLE001 - see above
                     for future in futures:
                         future.cancel()
                     raise
@@ -358,7 +359,7 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
             prediction = program_copy(**example.inputs())
         except (LMAuthError, LMBillingError) as err:  # a bad key or no credits: every later call fails the same way
             raise ProviderRefused(err) from err
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - LM/parse failures counted, bugs re-raised by absorb()
             error = _describe(err) if is_lm_failure(err) else tolerated.absorb(err)
     if error is None and recorder.empty:
         error = "LMFailure: the model returned an empty reply"
@@ -378,7 +379,7 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
             result = to_reward_result(reward(example, prediction, None), failure_score=failure_reward)
         except (LMAuthError, LMBillingError) as err:  # the judge's key or credits: stop, as for the program's
             raise ProviderRefused(err) from err
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - LM/parse failures counted, bugs re-raised by absorb()
             feedback = _describe(err) if is_lm_failure(err) else tolerated.absorb(err)
             result = RewardResult(failure_reward, feedback=f"reward failed: {feedback}", failed=True)
     rollout = Rollout(i, s, choices or {}, prediction, list(recorder.calls), result, error,
@@ -398,7 +399,7 @@ def _score_groups(rollouts: list[Rollout], examples: list, reward, failure_rewar
         members = groups[index]
         try:
             results = score_group(reward, examples[index], [r.prediction for r in members], failure_score=failure_reward)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - LM/parse failures counted, bugs re-raised by absorb()
             feedback = _describe(err) if is_lm_failure(err) else tolerated.absorb(err)
             results = [RewardResult(failure_reward, feedback=f"reward failed: {feedback}", failed=True)] * len(members)
         for rollout, result in zip(members, results):
@@ -475,7 +476,8 @@ def _copy_program(program: dspy.Module) -> dspy.Module:
             memo[id(predictor_lm)] = predictor_lm
     try:
         return copy.deepcopy(program, memo)
-    except Exception:  # uncopyable attributes: DSPy's own fallback copies parameters deeply, the rest shallowly
+    # uncopyable attributes: DSPy's own fallback copies parameters deeply, the rest shallowly
+    except Exception:  # noqa: BLE001 - see above
         return program.deepcopy()
 
 

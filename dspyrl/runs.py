@@ -78,7 +78,7 @@ def write_text_atomic(path: str | Path, text: str | bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - remove the temp file on any exit, then re-raise
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
@@ -157,7 +157,7 @@ def save_program(program, path: str | Path) -> Path:
                 (state if name == "self" else state[name])[FORMAT_ATTRIBUTE] = value
             Path(tmp).write_text(json.dumps(state, indent=2, ensure_ascii=False))
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - remove the temp folder on any exit, then re-raise
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
@@ -455,7 +455,7 @@ def _record_cache_puts() -> None:
             return
         try:
             key = cache.cache_key(request, ignored_args_for_cache_key)
-        except Exception:  # DSPy itself skips caching such a request
+        except Exception:  # noqa: BLE001 - DSPy itself skips caching such a request
             return
         with _LEDGER_GUARD:
             for path, index in targets:

@@ -112,7 +112,8 @@ def _load_saved_program(program_file, path: Path) -> dspy.Module:
     _check_saved_fields(program, program_file.name, path)
     try:
         program.load(str(path))
-    except Exception as err:  # DSPy raises KeyError/ValueError/JSONDecodeError for a state of another program
+    # DSPy raises KeyError/ValueError/JSONDecodeError for a state of another program
+    except Exception as err:  # noqa: BLE001 - see above
         raise ConfigError(f"{path} is not a saved state of the '{program_file.name}' program: "
                           f"{type(err).__name__}: {err}", hint="pass the matching --program") from err
     for predictor in program.predictors():

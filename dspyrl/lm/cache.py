@@ -25,7 +25,8 @@ def cache_requests(lm, inputs: dict[str, Any]) -> list[dict]:
         if not call.cache:
             return []
         return [call.key(lm, False), call.key(lm, True)]
-    except Exception:  # keying is best effort: never fail a call because we could not name its cache entry
+    # keying is best effort: never fail a call because we could not name its cache entry
+    except Exception:  # noqa: BLE001 - see above
         return []
 
 
@@ -38,7 +39,7 @@ def forget(requests: list[dict]) -> int:
     for request in requests:
         try:
             key = cache.cache_key(request, IGNORED_CACHE_KEYS)
-        except Exception:
+        except Exception:  # noqa: BLE001 - an entry that cannot be keyed was never cached: nothing to drop
             continue
         if cache.enable_memory_cache:
             with getattr(cache, "_lock", contextlib.nullcontext()):  # the LRU dict is not thread-safe on its own

@@ -365,7 +365,8 @@ class LocalEngine:
                         job.error = result
                     else:
                         job.result = result
-            except BaseException as err:  # hand the error to every waiting caller; the worker keeps serving
+            # hand the error to every waiting caller; the worker keeps serving
+            except BaseException as err:  # noqa: BLE001 - see above
                 for job in batch:
                     job.error = err
             finally:

@@ -60,7 +60,7 @@ def _hf_cached_snapshot(model_id: str) -> Path | None:
         return None
     try:
         path = Path(snapshot_download(model_id, local_files_only=True))
-    except Exception:  # not cached (LocalEntryNotFoundError), or a malformed id (HFValidationError)
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), or a malformed id (HFValidationError)
         return None
     return path if (path / "config.json").is_file() else None
 
@@ -152,7 +152,8 @@ def load_model(spec: str = SMOLLM2, adapter: str | None = None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
-    except Exception as err:  # safetensors, json and config errors all mean the same to a user: a broken folder
+    # safetensors, json and config errors all mean the same to a user: a broken folder
+    except Exception as err:  # noqa: BLE001 - see above
         raise ModelError(f"could not load the model in {path}: {str(err).splitlines()[0]}",
                          hint="the folder looks corrupt; write it again with save_pretrained()") from err
     if tokenizer.pad_token_id is None:

@@ -51,7 +51,8 @@ def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | 
         prompt_cost, completion_cost = litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens,
                                                               completion_tokens=completion_tokens)
         return float(prompt_cost + completion_cost)
-    except Exception:  # "model isn't mapped yet": an unknown price is not a zero price, the source says so
+    # "model isn't mapped yet": an unknown price is not a zero price, the source says so
+    except Exception:  # noqa: BLE001 - see above
         return None
 
 
@@ -278,7 +279,8 @@ def prompt_tokens(program, example, format=None) -> int:
         inputs = {k: example.get(k, "") for k in predictor.signature.input_fields}
         try:
             messages = adapter.format(predictor.signature, predictor.demos, inputs)
-        except Exception:  # a program whose inputs need more than the example gives: count the example's text
+        # a program whose inputs need more than the example gives: count the example's text
+        except Exception:  # noqa: BLE001 - see above
             messages = [{"content": " ".join(str(v) for v in inputs.values())}]
         text = " ".join(str(m.get("content") or "") for m in messages)
         total = max(total, _count_tokens(text))
@@ -290,7 +292,7 @@ def _count_tokens(text: str) -> int:
         import litellm
 
         return int(litellm.token_counter(model="gpt-4o-mini", text=text))
-    except Exception:
+    except Exception:  # noqa: BLE001 - no tokenizer for the estimate: fall back to a word count
         return max(1, int(len(text.split()) * 1.3))
 
 

@@ -140,7 +140,7 @@ class WeightedReward:
                 else:
                     results = [to_reward_result(component.reward(example, pred, trace), failure_score=self.failure_score)
                                for pred in predictions]
-            except Exception as err:  # a component whose LM failed is counted; a bug in one stops the run
+            except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
                 if not is_lm_failure(err):
                     raise
                 results = [RewardResult(self.failure_score, feedback=f"{type(err).__name__}: {err}", failed=True)

@@ -429,7 +429,7 @@ class RewardModule(dspy.Module):
                 value, problem = (read({}, err.lm_response) if self.lenient else (None, "unparseable answer"))
                 feedback = _feedback_from_text(err.lm_response)
                 problem = problem and f"parse: {problem}"
-            except Exception as err:  # LM errors after dspy.LM's own retries are counted; anything else is a bug
+            except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
                 if not is_lm_failure(err):
                     raise
                 value, problem, feedback = None, f"lm: {type(err).__name__}: {' '.join(str(err).split())[:200]}", ""

@@ -291,7 +291,7 @@ def _load_scorer(spec: str, adapter: Path | None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype="float32")
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any load error of the folder becomes one ModelError line
         raise ModelError(f"could not load {path} as a reward model base: {str(err).splitlines()[0]}") from err
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -122,7 +122,7 @@ class InstructionProposer:
             extra = {"seed": seed} if seed is not None else {}
             raw = lm(messages=self.prompt(signature, current_instruction, calls), n=self.num_proposals,
                      temperature=self.temperature, max_tokens=self.max_tokens, rollout_id=rollout_id, **extra)
-        except Exception as err:  # an LM failure costs this round's proposals, never the run
+        except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
             if not is_lm_failure(err):
                 raise
             self.stats.lm_failures += 1

@@ -94,7 +94,7 @@ def export_merged(run_dir: str | Path, out_dir: str | Path) -> Path:
             out.rmdir()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)  # the folder appears whole or not at all
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - clean the temp folder on any exit, then re-raise
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out

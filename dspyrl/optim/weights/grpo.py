@@ -218,14 +218,14 @@ class PredictorReward:
     def score(self, index: int, text: str) -> RewardResult:
         try:
             outputs = self.format.parse(self.signature, text)
-        except Exception as err:  # unparseable: the failure reward, as in a failed rollout
+        except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
             if not is_lm_failure(err):
                 raise
             return RewardResult(self.failure_reward, feedback=f"{type(err).__name__}", failed=True)
         try:
             return to_reward_result(self.reward(self.examples[index], dspy.Prediction(**outputs), None),
                                     failure_score=self.failure_reward)
-        except Exception as err:  # a judge's LM failure is counted; the user's own bug stops training
+        except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
             if not is_lm_failure(err):
                 raise
             return RewardResult(self.failure_reward, feedback=f"reward failed: {type(err).__name__}: {err}",
@@ -239,7 +239,7 @@ class PredictorReward:
         for row, (index, text) in enumerate(zip(example_index, texts)):
             try:
                 groups[index].append((row, dspy.Prediction(**self.format.parse(self.signature, text))))
-            except Exception as err:  # unparseable: the failure reward, as in a failed rollout
+            except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
                 if not is_lm_failure(err):
                     raise
                 results[row] = RewardResult(self.failure_reward, feedback=f"{type(err).__name__}", failed=True)
@@ -249,7 +249,7 @@ class PredictorReward:
             try:
                 scored = score_group(self.reward, self.examples[index], [p for _, p in rows],
                                      failure_score=self.failure_reward)
-            except Exception as err:  # a judge's LM failure is counted; the user's own bug stops training
+            except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
                 if not is_lm_failure(err):
                     raise
                 scored = [RewardResult(self.failure_reward, feedback=f"reward failed: {type(err).__name__}: {err}",
