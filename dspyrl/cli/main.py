@@ -16,9 +16,6 @@ from dspyrl.cli import compare, demo, eval, export, finetune, judge_check, optim
 from dspyrl.cli.options import ArgumentParser
 from dspyrl.errors import DspyrlError
 
-# Keep LiteLLM from fetching a price map from the internet on first use.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
@@ -39,15 +36,20 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage error (one line, exit 2, nothing loaded)
         return int(done.code or 0)
+    # Everything below is scoped to this command, so a caller of main() (a test, a notebook) keeps its own settings.
     # DSPy logs one warning per completion cut off at max_tokens: with a small model that is a wall of text over the
     # progress bars. The commands count truncated calls in their tables and run folders instead.
     lm_logger = logging.getLogger("dspy.clients.lm")
     lm_logger.addFilter(_drop_truncation_warnings)
-    # transformers 5 deprecates names that TRL and PEFT still call (`is_gradient_checkpointing`, ...): the warnings
-    # are for those libraries' authors, not for someone running `dspyrl finetune`.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    # Keep LiteLLM from fetching a price map from the internet on first use (read when LiteLLM is first imported).
+    price_map_was_set = "LITELLM_LOCAL_MODEL_COST_MAP" in os.environ
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            # transformers 5 deprecates names that TRL and PEFT still call (`is_gradient_checkpointing`, ...): the
+            # warnings are for those libraries' authors, not for someone running `dspyrl finetune`.
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+            return int(args.handler(args) or 0)
     except DspyrlError as err:
         print(f"dspyrl {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         lm_logger.removeFilter(_drop_truncation_warnings)
+        if not price_map_was_set:
+            os.environ.pop("LITELLM_LOCAL_MODEL_COST_MAP", None)
 
 
 def _drop_truncation_warnings(record: logging.LogRecord) -> bool:
