@@ -43,8 +43,13 @@ def role_of(lm) -> str:
     return getattr(lm, _ROLE_ATTRIBUTE, None) or "task"
 
 
+_UNPRICED: set[str] = set()  # models the price map does not know: asked once (LiteLLM prints a notice per miss)
+
+
 def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     """LiteLLM's price-map cost of a call, or None when the map has no price for `model`."""
+    if model in _UNPRICED:
+        return None
     try:
         import litellm
 
@@ -53,6 +58,7 @@ def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | 
         return float(prompt_cost + completion_cost)
     # "model isn't mapped yet": an unknown price is not a zero price, the source says so
     except Exception:  # noqa: BLE001 - see above
+        _UNPRICED.add(model)
         return None
 
 
