@@ -39,7 +39,7 @@ from dspy.utils.callback import BaseCallback
 
 from dspy.utils.exceptions import LMAuthError, LMBillingError
 
-from dspyrl.formats.per_predictor import PredictorFormats, predictor_formats
+from dspyrl.formats.per_predictor import FORMAT_ATTRIBUTE, PredictorFormats
 from dspyrl.lm.cache import cache_requests, forget
 from dspyrl.lm.hosted import ProviderRefused
 from dspyrl.errors import ConfigError, is_lm_failure
@@ -269,6 +269,7 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
     started = time.perf_counter()
     tolerated = _ErrorBudget(max_errors)
     grouped = scores_groups(reward)  # a group reward (e.g. a group-mode judge) is called once per example, below
+    shared = _shared_objects(program)  # once per batch: walking the program's parameters costs ~1 ms a time
 
     def run_one(job: tuple[int, int]) -> tuple[Rollout, _CallRecorder]:
         i, s = job
@@ -281,7 +282,7 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
         if not cache:
             updates["cache"] = False
         return _rollout(program, examples[i], i, s, None if grouped else reward, base_lm.copy(**updates), format,
-                        configure, failure_reward, tolerated)
+                        configure, failure_reward, tolerated, shared)
 
     results: list[tuple[Rollout, _CallRecorder]] = []
     with _progress_bar(progress, description, len(jobs)) as advance:
@@ -332,8 +333,8 @@ def request_seed(run_seed: int, rollout_id: int) -> int:
     return (int(run_seed) * 1_000_003 + int(rollout_id)) % (2**31 - 1)
 
 
-def _rollout(program, example, i, s, reward, rollout_lm, format, configure, failure_reward, tolerated):
-    program_copy = _copy_program(program)
+def _rollout(program, example, i, s, reward, rollout_lm, format, configure, failure_reward, tolerated, shared):
+    program_copy = _copy_program(program, shared)
     choices = configure(program_copy, i, s) if configure is not None else {}
     predictors = program_copy.named_predictors()
     recorder = _CallRecorder({id(p): name for name, p in predictors})
@@ -349,7 +350,7 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
         rollout_lm.callbacks = [*rollout_lm.callbacks, recorder]
     if format is not None:
         settings["adapter"] = format
-    if predictor_formats(program_copy):  # per-predictor formats (the prompt policy's choice) route over `format`
+    if any(getattr(p, FORMAT_ATTRIBUTE, None) for _, p in predictors):  # per-predictor formats (the prompt policy's choice) route over `format`
         router = PredictorFormats(settings.get("adapter") or dspy.settings.adapter)
         settings.update(adapter=router, callbacks=[*settings.get("callbacks", dspy.settings.callbacks or []), router])
     prediction, error = None, None
@@ -467,15 +468,21 @@ def finish_reason(response: Any) -> str | None:
     return reason
 
 
-def _copy_program(program: dspy.Module) -> dspy.Module:
-    """A deep copy that shares (never copies) LMs attached to predictors: copying a local LM would copy its weights."""
-    memo: dict[int, Any] = {}
+def _shared_objects(program: dspy.Module) -> dict[int, Any]:
+    """What every rollout's copy of `program` shares instead of copying: LMs attached to predictors (copying a local
+    LM would copy its weights) and the demos (read-only while the program runs; `configure` replaces, never edits)."""
+    shared: dict[int, Any] = {}
     for _, predictor in program.named_predictors():
-        predictor_lm = getattr(predictor, "lm", None)
-        if predictor_lm is not None:
-            memo[id(predictor_lm)] = predictor_lm
+        for value in [getattr(predictor, "lm", None), *(getattr(predictor, "demos", None) or [])]:
+            if value is not None:
+                shared[id(value)] = value
+    return shared
+
+
+def _copy_program(program: dspy.Module, shared: dict[int, Any]) -> dspy.Module:
+    """A deep copy of `program` that shares `shared` (see _shared_objects)."""
     try:
-        return copy.deepcopy(program, memo)
+        return copy.deepcopy(program, dict(shared))
     # uncopyable attributes: DSPy's own fallback copies parameters deeply, the rest shallowly
     except Exception:  # noqa: BLE001 - see above
         return program.deepcopy()
