@@ -32,6 +32,8 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install
+	# DSPy's MIPROv2 needs optuna (the `bench` extra); without it MIPROv2 crashes and shows as a crashed row
+	$(PIP) -e '.[local,serve,dev,bench]'
 	$(BIN)/python benchmarks/prompt_opt.py
 	$(BIN)/python benchmarks/lora_grpo.py
 
