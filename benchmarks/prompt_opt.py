@@ -225,6 +225,26 @@ def read_proposals(count: int, lm, families: list[str], console, max_tokens: int
     return stats
 
 
+def print_merged(paths: list[str], out: str | None) -> int:
+    """The tables of several --json files as one run's: the same rows, the same paired tests."""
+    from rich.console import Console
+
+    console = Console(width=190)
+    results, argvs = [], []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        results += data["runs"] if isinstance(data, dict) else data  # a finished run, or one cut off mid-way
+        argvs.append(" ".join(data.get("argv", [])) if isinstance(data, dict) else f"{path} (unfinished)")
+    console.print("[bold]merged runs:[/bold]\n  " + "\n  ".join(argvs))
+    verdicts = []
+    for pass_name in PASSES:
+        if any(r["pass"] == pass_name for r in results):
+            verdicts += summarize(results, pass_name, console, f"pass '{pass_name}' (merged)")
+    if out:
+        Path(out).write_text(json.dumps({"runs": results, "verdicts": verdicts, "merged": argvs}, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated (default: all)")
@@ -247,7 +267,12 @@ def main(argv=None) -> int:
     parser.add_argument("--read-proposals", type=int, default=0,
                         help="instead of the benchmark: print N instruction proposals of the task model for the "
                              "chosen families with the filters' verdicts, and the share that reaches the policy")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="instead of running: print the tables of earlier runs' --json files together (runs "
+                             "split across processes, e.g. one family or seed each)")
     args = parser.parse_args(argv)
+    if args.merge:
+        return print_merged(args.merge, args.json)
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
 
     from rich.console import Console

@@ -37,3 +37,25 @@ def test_slow_server_answers_after_its_delay():
         assert answer == "fine" and server.requests == 1 and time.perf_counter() - started >= 0.1
     finally:
         server.stop()
+
+
+def test_prompt_opt_merges_runs_split_across_processes_into_one_table_and_paired_test(tmp_path, capsys):
+    import json
+
+    prompt_opt = load("prompt_opt")
+
+    def row(seed, optimizer, scores, pass_name="fixed"):
+        return {"family": "classification", "seed": seed, "optimizer": optimizer, "scores": scores, "failed": 0,
+                "metric_calls": 10, "lm_calls": 10, "wall_s": 1.0, "note": "", "prompts": None, "pass": pass_name}
+
+    # one process per seed; GRPO's row counts in both passes
+    first = [row(0, "grpo", [1, 1, 1, 0], "both"), row(0, "bfrs", [0, 1, 0, 0])]
+    (tmp_path / "s0.json").write_text(json.dumps({"runs": first, "verdicts": [], "argv": ["seed 0"]}))
+    (tmp_path / "s1.json").write_text(json.dumps([row(1, "grpo", [1, 1, 0, 1], "both"), row(1, "bfrs", [1, 0, 0, 0])]))
+    out = tmp_path / "merged.json"
+    assert prompt_opt.main(["--merge", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0" in printed and "(unfinished)" in printed
+    (verdict,) = json.loads(out.read_text())["verdicts"]
+    assert verdict["best_other"] == "bfrs" and verdict["grpo"] == 0.75 and verdict["best_other_mean"] == 0.25
+    assert abs(verdict["mean_diff"] - 0.5) < 1e-9  # paired over the 8 (seed, row) pairs of both files
