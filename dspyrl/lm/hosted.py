@@ -8,7 +8,9 @@ Every hosted LM gets the same guarantees:
 - a URL carrying a credential (`http://user:sk-…@host/v1`) is refused with one line that does not repeat it: such a URL
   ends up in logs, run folders and reports, and LiteLLM does not authenticate with it anyway;
 - a request timeout (DEFAULT_TIMEOUT_S unless given) and bounded retries: DSPy owns the retry loop (exponential
-  backoff, 1, 2, 4 … s; a 429's Retry-After where the client passes it on), and 401/402 are never retried;
+  backoff, 1, 2, 4 … s, or the wait a 429/503's Retry-After asks for, at most MAX_RETRY_AFTER_S), and 401/402 are
+  never retried. LiteLLM keeps the header only in `litellm_response_headers`, where DSPy does not look, so
+  `honour_retry_after` hands it to DSPy on the exception;
 - at most `max_concurrency` calls in flight per provider address, across every LM and thread of the process.
 """
 
@@ -35,6 +37,8 @@ COMPATIBLE_BASE = "OPENAI_COMPATIBLE_API_BASE"
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_NUM_RETRIES = 3
 DEFAULT_MAX_CONCURRENCY = 64
+# A Retry-After longer than this is cut to it: one 429 asking for an hour would stall every thread waiting on it.
+MAX_RETRY_AFTER_S = 60.0
 
 # LiteLLM provider prefix -> the environment variable that provider's key is read from.
 _PROVIDER_KEYS = {
@@ -117,6 +121,50 @@ def scrub_keys(text: str) -> str:
     return text
 
 
+# ----------------------------------------------------------------------------------------------- Retry-After
+_retry_after_hook = None
+_retry_after_guard = threading.Lock()
+
+
+def honour_retry_after() -> None:
+    """Make DSPy's retry of a LiteLLM call wait what the provider's Retry-After asks (at most MAX_RETRY_AFTER_S).
+
+    LiteLLM 1.106 raises its RateLimitError with an empty `response.headers` and the real headers in
+    `litellm_response_headers`; DSPy reads `retry_after` or `response.headers`, so it fell back to its own 1, 2, 4 s.
+    A LiteLLM failure callback (run in the calling thread, before the error reaches DSPy's retry loop) copies the
+    header onto the exception's `retry_after`. Registered once per process; it only adds that attribute."""
+    global _retry_after_hook
+    with _retry_after_guard:
+        if _retry_after_hook is not None:
+            return
+        import litellm
+        from litellm.integrations.custom_logger import CustomLogger
+
+        class RetryAfter(CustomLogger):
+            def log_failure_event(self, kwargs, response_obj, start_time, end_time):
+                _copy_retry_after(kwargs.get("exception"))
+
+            async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
+                _copy_retry_after(kwargs.get("exception"))
+
+        _retry_after_hook = RetryAfter()
+        litellm.callbacks.append(_retry_after_hook)
+
+
+def _copy_retry_after(err: BaseException | None) -> None:
+    if err is None or getattr(err, "retry_after", None) is not None:
+        return
+    headers = getattr(err, "litellm_response_headers", None) or {}
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return
+    from dspy.clients._http import retry_after_seconds  # DSPy's own parser: seconds or an HTTP date
+
+    seconds = retry_after_seconds(value)
+    if seconds is not None:
+        err.retry_after = min(seconds, MAX_RETRY_AFTER_S)
+
+
 # ----------------------------------------------------------------------------------------------- concurrency
 class ProviderConcurrency(BaseCallback):
     """At most `limit` calls in flight to one provider address, however many LMs and threads share it.
@@ -183,6 +231,7 @@ def openrouter(model: str | None = None, *, api_base: str | None = None,
                           hint=f"export {OPENROUTER_KEY}=... instead of passing api_key")
     _require_key(OPENROUTER_KEY, f"OpenRouter model '{model}'")
     base = openrouter_base(api_base)
+    honour_retry_after()
     # LiteLLM reads the key from the environment at call time and sends it to `api_base` only; we never hold it in an
     # object that gets saved or printed.
     return dspy.LM(f"openrouter/{model}", engine="litellm", api_base=base,
@@ -215,6 +264,7 @@ def litellm_model(model: str, *, max_concurrency: int | None = DEFAULT_MAX_CONCU
         return openrouter(model, max_concurrency=max_concurrency, **kwargs)
     if provider in _PROVIDER_KEYS and not kwargs.get("api_key"):
         _require_key(_PROVIDER_KEYS[provider], f"model '{model}'")
+    honour_retry_after()
     address = provider
     if kwargs.get("api_base"):
         kwargs["api_base"] = address = check_base_url(kwargs["api_base"])

@@ -41,6 +41,7 @@ class Received:
     body: dict
     outcome: str  # "ok" or the fault served ("429", "hang", "garbage", ...)
     cost: float = 0.0  # what this reply was billed (0 for an error)
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic), for backoff checks
 
 
 @dataclass
