@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dspyrl.cli.options import ModelOptions, add_settings, check_format, judge_lm as build_judge_lm, settings_of
+from dspyrl.cli.options import (ModelOptions, SpendOptions, add_settings, check_format, judge_lm as build_judge_lm,
+                                settings_of)
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 
 
 @dataclass(kw_only=True)
-class CompareConfig(ModelOptions):
+class CompareConfig(ModelOptions, SpendOptions):
     """`dspyrl compare`'s options (the CLI's options are these fields)."""
 
     a: str = setting(help="arm A (e.g. baseline)", positional=True)
@@ -50,7 +51,8 @@ def run_command(args) -> int:
     compare_specs(c.a, c.b, program=c.program, data=c.data, split=c.split, model=c.model, judge=c.judge, out=c.out,
                   limit=c.limit, max_tokens=c.max_tokens, judge_max_tokens=c.judge_max_tokens, num_threads=c.threads,
                   temperature=c.temperature, seed=c.seed, cache=not c.no_cache, format=c.format,
-                  force=c.force)
+                  force=c.force, api_base=c.api_base, timeout=c.timeout, num_retries=c.num_retries,
+                  max_cost=c.max_cost, estimate=c.estimate)
     return 0
 
 
@@ -58,11 +60,16 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
                   model: str = "smollm2", judge: str | None = None, out: str | Path | None = None,
                   limit: int | None = None, max_tokens: int = 128, format: str | None = None,
                   judge_max_tokens: int = ModelOptions.judge_max_tokens, force: bool = False, console=None,
-                  **settings):
+                  api_base: str | None = None, timeout: float | None = None, num_retries: int | None = None,
+                  max_cost: float | None = None, estimate: bool = False, **settings):
     """`dspyrl compare A B`: resolve the arms and the data, run, print the table, write comparison.json + report.html.
 
     The data are `--data FILE` (checked against the program's own examples' fields) or, without it, the program's
-    own examples: the held-out test split by default (the same seeded split `dspyrl optimize` trains around)."""
+    own examples: the held-out test split by default (the same seeded split `dspyrl optimize` trains around).
+    `api_base`, `timeout`, `num_retries` and the cache (`cache=` among `settings`) reach every LM built here, the two
+    arms' and the judge's, as `task_lm`/`judge_lm` give them to other commands. `max_cost` caps the spend of every
+    LM call (ModelComparator); `estimate` prints the expected calls and cost, builds the arms (no LM is called) and
+    stops before any folder is written."""
     from datetime import datetime
 
     from rich.console import Console
@@ -81,6 +88,16 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
             raise ConfigError(f"--split must be 'test' or 'all', got '{split}'")
         examples = split_examples(own_examples, seed=0)[2] if split == "test" else own_examples
         examples = examples[:limit] if limit else examples
+    hosted = {"api_base": api_base, "timeout": timeout, "num_retries": num_retries}
+    lm_kwargs = {"temperature": 0.0, "max_tokens": max_tokens, **hosted, "cache": settings.get("cache", True)}
+
+    def arms(lm_cache: dict):
+        return [resolve_arm(spec, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
+                for spec in (a, b)]
+
+    if estimate:
+        console.print(estimate_comparison(arms({}), examples, judge, max_tokens, judge_max_tokens, max_cost))
+        return None
     # claimed before any model loads: an earlier comparison in --out is not replaced without --force
     from dspyrl.runs import COMPARISON, RunFolder, content_hash
 
@@ -92,12 +109,10 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     if run.file(COMPARISON).exists() and not force:
         raise ConfigError(f"{out} already holds a comparison", hint="choose another --out or pass --force")
     check_format(format, program_file.build_program(), None)  # before any model loads
-    lm_cache: dict = {}
-    lm_kwargs = {"temperature": 0.0, "max_tokens": max_tokens}
     with console.status("loading the models…"):
-        arm_a = resolve_arm(a, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
-        arm_b = resolve_arm(b, program_file=program_file, model=model, lm_kwargs=lm_kwargs, lm_cache=lm_cache)
-        judge_lm = build_judge_lm(ModelOptions(judge=judge, judge_max_tokens=judge_max_tokens))
+        arm_a, arm_b = arms({})
+        judge_lm = build_judge_lm(ModelOptions(judge=judge, judge_max_tokens=judge_max_tokens, **hosted,
+                                               no_cache=not lm_kwargs["cache"]))
     if format:  # both arms; a saved program's per-predictor format still wins for its predictors
         from dspyrl.formats import resolve_format
 
@@ -117,7 +132,8 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     console.print(f"[bold]dspyrl compare[/bold]: [cyan]{arm_a.name}[/cyan] vs [cyan]{arm_b.name}[/cyan] on "
                   f"{len(examples)} examples of {program_file.name}"
                   + (f" ({data})" if data else f" ({split} split)") + (f", judge {judge}" if judge else ""))
-    comparator = ModelComparator(arm_a, arm_b, examples, reward=reward, judge=judge_module, **settings)
+    comparator = ModelComparator(arm_a, arm_b, examples, reward=reward, judge=judge_module, max_cost=max_cost,
+                                 **settings)
     result = comparator.run()
     result.settings.update({"program": program_file.name, "data": data or f"{program_file.name} ({split} split)",
                             "model": model, "judge": judge, "max_tokens": max_tokens, "format": format})
@@ -125,8 +141,33 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     _write_summary(run, result, program_file.name, model, format, data or f"{program_file.name} ({split} split)")
     run.release()
     result.print_table(console)
+    console.print(comparator.meter.summary_line())
+    if result.stopped == "cost_cap":
+        what = (f"examples {len(result.examples)}+ not run by either arm, no verdict" if result.unscored else
+                f"{result.judge['unjudged']} examples not judged")
+        console.print(f"[bold]stopped at the cost cap[/bold]: ${comparator.meter.cost:.4f} of ${max_cost:.4f}; {what}; "
+                      "run again with a higher --max-cost (DSPy's cache replays the calls already made at no cost)")
     console.print(f"wrote {out / 'comparison.json'} and {report}")
     return result
+
+
+def estimate_comparison(arms: list, examples: list, judge: str | None, max_tokens: int, judge_max_tokens: int,
+                        max_cost: float | None) -> str:
+    """The expected calls, tokens and cost of a comparison per arm and the judge, from one formatted prompt per arm
+    (dspyrl.lm.usage's estimate, as `dspyrl optimize --estimate` gives it). The judge row counts the reward's judge
+    on both arms' outputs and the pairwise judge's two orders: 4 calls an example."""
+    from dspyrl.lm.usage import RoleEstimate, format_estimate, prompt_tokens
+
+    n = len(examples)
+    rows = []
+    for letter, arm in zip("AB", arms):
+        prompt = prompt_tokens(arm.program, examples[0], arm.format)
+        rows.append(RoleEstimate(f"task ({letter})", getattr(arm.lm, "model", "?"),
+                                 n * len(arm.program.named_predictors()), prompt, max_tokens))
+    if judge:
+        prompt = max(r.prompt_tokens_per_call for r in rows) + 2 * max_tokens  # the inputs and both outputs
+        rows.append(RoleEstimate("judge", judge, 4 * n, prompt, judge_max_tokens))
+    return format_estimate(rows, max_cost)
 
 
 def _write_summary(run, result, program: str, model: str, format: str | None, data: str) -> None:
@@ -144,4 +185,6 @@ def _write_summary(run, result, program: str, model: str, format: str | None, da
         "cost": sum(float(cost[x]["cost"] or 0.0) for x in "AB"),
         "wall_s": sum(float(cost[x].get("wall_s", 0.0)) for x in "AB"),
         "arms": {x: result.arms[x]["name"] for x in "AB"}, "verdict": result.verdict,
-        "difference": {"mean": stats.mean_diff, "ci": [stats.ci_low, stats.ci_high]}})
+        "difference": {"mean": stats.mean_diff, "ci": [stats.ci_low, stats.ci_high]},
+        "usage": result.usage, "max_cost": result.settings.get("max_cost"), "stopped": result.stopped,
+        "unscored": result.unscored})

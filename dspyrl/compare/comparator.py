@@ -10,6 +10,12 @@ An arm is a program and the LM it runs on: two programs on one LM, one program o
 examples in the same order with the same sampling settings and rollout ids, so every example gives one *pair* of
 scores, and the statistics in `dspyrl.compare.stats` are paired. The optional pairwise judge sees each example twice, A's output
 first and then B's, and only a preference that survives the swap counts as a win.
+
+With `max_cost` (USD, every LM the comparison calls: both arms, the reward's judge, the pairwise judge), the examples
+run in waves of `num_threads`, both arms on the same wave, and no wave starts that the last one's cost says would cross
+the cap. A comparison stopped there names the examples neither arm scored and gives no verdict (a paired test on the
+examples that happened to run first is not the test that was asked for); judge asks stopped there leave the scores'
+verdict standing and say how many examples were judged.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import contextvars
 import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -233,6 +239,8 @@ class ComparisonConfig:
     failure_reward: float = setting(0.0, "score of a rollout whose LM call or parse failed")
     cache: bool = setting(True, "use DSPy's cache (cached calls count no tokens or latency)")
     progress: bool = setting(True, "show progress bars")
+    max_cost: float | None = setting(None, "USD: no wave of examples (or judge asks) starts that would take the "
+                                           "comparison's LM calls past it (module docstring)", gt=0)
 
     def __post_init__(self):
         check_settings(self)
@@ -246,15 +254,23 @@ class ComparisonResult:
     cost: dict[str, dict]
     examples: list[dict]
     judge: dict | None = None
+    stopped: str = ""  # "cost_cap" when max_cost stopped the arms or the judge
+    unscored: list[int] = field(default_factory=list)  # indices of the examples neither arm ran (stopped at the cap)
+    usage: dict | None = None  # calls, tokens and cost per role (dspyrl.lm.usage.UsageMeter.table)
 
     @property
     def verdict(self) -> str:
+        if self.unscored:
+            n = len(self.examples) + len(self.unscored)
+            return (f"no verdict: stopped at the cost cap after {len(self.examples)} of {n} examples; examples "
+                    f"{_ranges(self.unscored)} were not run by either arm")
         return self.stats.verdict
 
     def to_dict(self) -> dict:
         return {"kind": "comparison", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "verdict": self.verdict,
                 "arms": self.arms, "settings": self.settings, "stats": self.stats.to_dict(), "judge": self.judge,
-                "cost": self.cost, "examples": self.examples}
+                "cost": self.cost, "examples": self.examples, "stopped": self.stopped, "unscored": self.unscored,
+                "usage": self.usage}
 
     def save(self, out_dir: str | Path) -> Path:
         """Write comparison.json (atomically) and the HTML report; returns the report path."""
@@ -274,7 +290,9 @@ class ComparisonResult:
 
         console = console or Console()
         s, names = self.stats, (f"A ({self.arms['A']['name']})", f"B ({self.arms['B']['name']})")
-        scores = Table(title="paired comparison", title_justify="left")
+        title = "paired comparison" + (f" of the first {len(self.examples)} examples only (stopped at the cost cap)"
+                                        if self.unscored else "")
+        scores = Table(title=title, title_justify="left")
         for column in ("arm", "score", "LM calls", "tokens in/out", "cost", "latency p50/p95", "errors", "parse fails"):
             scores.add_column(column, justify="left" if column == "arm" else "right")
         for letter, name, mean in (("A", names[0], s.mean_a), ("B", names[1], s.mean_b)):
@@ -296,14 +314,18 @@ class ComparisonResult:
         detail.add_row("effect size", f"d_z = {'–' if dz is None else f'{dz:.3g}'}, "
                                       f"rank-biserial r = {s.effect_size['rank_biserial']:.3g}")
         detail.add_row("n for 80% power", f"{'–' if s.n_for_power is None else f'{s.n_for_power:,}'}")
-        if self.judge:
+        if self.judge and self.judge["win_rate_b"] is None:
+            detail.add_row("pairwise judge", "no example judged (stopped at the cost cap)")
+        elif self.judge:
             j = self.judge
             flips = "–" if j["inconsistency"] is None else f"{j['inconsistency']:.1%}"
+            unjudged = f"; {j['unjudged']} examples not judged (stopped at the cost cap)" if j.get("unjudged") else ""
             detail.add_row("pairwise judge", f"B wins {j['b_wins']}, A wins {j['a_wins']}, ties {j['ties']}; "
                                              f"B win rate {j['win_rate_b']:.1%}; inconsistency {flips}; "
-                                             f"mean length A {j['mean_length_a']:.0f} / B {j['mean_length_b']:.0f} chars")
+                                             f"mean length A {j['mean_length_a']:.0f} / B {j['mean_length_b']:.0f} chars"
+                                             + unjudged)
         console.print(detail)
-        console.print(f"[bold]{s.verdict}[/bold]")
+        console.print(f"[bold]{self.verdict}[/bold]")
 
 
 class ModelComparator:
@@ -324,49 +346,69 @@ class ModelComparator:
         check_examples(self.examples, [self.arm_a, self.arm_b])
         self.reward, self.judge = reward, judge
         self.config = config or ComparisonConfig(**settings)
+        self.meter = None  # the last run's UsageMeter: calls, tokens and cost per role
 
     def run(self) -> ComparisonResult:
+        from dspyrl.lm.usage import UsageMeter
+
+        meter = self.meter = UsageMeter(max_cost=self.config.max_cost)  # every role's calls; the cap
+        with meter.active():
+            result = self._run(meter)
+        result.usage = meter.table()
+        return result
+
+    def _run(self, meter) -> ComparisonResult:
         from dspyrl.compare.stats import paired_statistics
 
         c = self.config
-        batches = self._run_arms()
+        batches, scored = self._run_arms(meter)
         rewards_a = [r.reward.total for r in batches["A"].rollouts]
         rewards_b = [r.reward.total for r in batches["B"].rollouts]
         stats = paired_statistics(rewards_a, rewards_b, seed=c.seed, confidence=c.confidence, alpha=c.alpha,
                                   n_resamples=c.n_resamples, names=self._names())
-        rows = [self._example_row(i, batches["A"].rollouts[i], batches["B"].rollouts[i])
-                for i in range(len(self.examples))]
-        judge_summary = self._run_judge(batches, rows) if self.judge is not None else None
+        rows = [self._example_row(i, batches["A"].rollouts[i], batches["B"].rollouts[i]) for i in range(scored)]
+        unscored = list(range(scored, len(self.examples)))
+        judge_summary = self._run_judge(batches, rows, meter) if self.judge is not None and not unscored else None
         settings = {"seed": c.seed, "temperature": c.temperature, "examples": len(self.examples),
                     "failure_reward": c.failure_reward, "confidence": c.confidence, "alpha": c.alpha,
-                    "bootstrap_resamples": c.n_resamples}
+                    "bootstrap_resamples": c.n_resamples, "max_cost": c.max_cost}
         arms = {letter: {"name": arm.name, "description": arm.description,
                          "lm": getattr(arm.lm, "model", None), "format": type(arm.format).__name__ if arm.format else None}
                 for letter, arm in (("A", self.arm_a), ("B", self.arm_b))}
         cost = {letter: arm_cost(batches[letter], arm.lm) for letter, arm in (("A", self.arm_a), ("B", self.arm_b))}
-        return ComparisonResult(arms, settings, stats, cost, rows, judge_summary)
+        stopped = "cost_cap" if unscored or (judge_summary or {}).get("unjudged") else ""
+        return ComparisonResult(arms, settings, stats, cost, rows, judge_summary, stopped, unscored)
 
     def _names(self) -> tuple[str, str]:
         return tuple(letter if arm.name in ("", letter) else f"{letter} ({arm.name})"
                      for letter, arm in (("A", self.arm_a), ("B", self.arm_b)))
 
-    def _run_arms(self) -> dict:
-        """Both arms at once (a local model then batches their requests together), each with its own progress bar."""
+    def _run_arms(self, meter) -> tuple[dict, int]:
+        """Both arms at once (a local model then batches their requests together), each with its own progress bar;
+        under a cost cap, wave by wave. Returns each arm's batch over the first `scored` examples, and `scored`."""
         from dspyrl.rollout import run_rollouts
 
         c = self.config
 
-        def run(arm: Arm, label: str):
-            return run_rollouts(arm.program, self.examples, self.reward, group_size=1, lm=arm.lm, format=arm.format,
+        def run(arm: Arm, label: str, examples: list):
+            return run_rollouts(arm.program, examples, self.reward, group_size=1, lm=arm.lm, format=arm.format,
                                 num_threads=c.num_threads, progress=c.progress, temperature=c.temperature,
                                 cache=c.cache, failure_reward=c.failure_reward, description=label)
 
         names = self._names()
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            # copy_context: the caller's dspy.context (LM, format, callbacks) holds inside both arms' threads
-            futures = {letter: pool.submit(contextvars.copy_context().run, run, arm, name)
-                       for letter, arm, name in (("A", self.arm_a, names[0]), ("B", self.arm_b, names[1]))}
-            return {letter: future.result() for letter, future in futures.items()}
+        waves: dict[str, list] = {"A": [], "B": []}
+
+        def wave(start: int, end: int) -> None:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                # copy_context: the caller's dspy.context (LM, format, callbacks) holds inside both arms' threads
+                futures = {letter: pool.submit(contextvars.copy_context().run, run, arm, name, self.examples[start:end])
+                           for letter, arm, name in (("A", self.arm_a, names[0]), ("B", self.arm_b, names[1]))}
+                for letter, future in futures.items():
+                    waves[letter].append((start, future.result()))
+
+        size = len(self.examples) if c.max_cost is None else max(2, c.num_threads)
+        scored = in_waves(len(self.examples), size, meter, wave)
+        return {letter: _joined(parts) for letter, parts in waves.items()}, scored
 
     def _example_row(self, i: int, a, b) -> dict:
         example = self.examples[i]
@@ -380,8 +422,9 @@ class ModelComparator:
             row[f"feedback_{letter}"] = rollout.reward.feedback or None
         return row
 
-    def _run_judge(self, batches: dict, rows: list[dict]) -> dict:
-        """Ask the judge about every example in both orders (RewardModule.compare swaps the positions)."""
+    def _run_judge(self, batches: dict, rows: list[dict], meter) -> dict:
+        """Ask the judge about every example in both orders (RewardModule.compare swaps the positions); under a cost
+        cap, wave by wave, and the examples not judged are counted as `unjudged`."""
         from rich.progress import Progress
 
         judge, c = self.judge, self.config
@@ -401,17 +444,59 @@ class ModelComparator:
 
         texts_a = [text(r) for r in batches["A"].rollouts]
         texts_b = [text(r) for r in batches["B"].rollouts]
+        judgements = []
         with Progress(disable=not c.progress) as progress, ThreadPoolExecutor(max(1, c.judge_threads)) as pool:
-            task = progress.add_task("pairwise judge (both orders)", total=len(self.examples))
-            futures = [pool.submit(contextvars.copy_context().run, ask, i) for i in range(len(self.examples))]
-            judgements = []
-            for future in futures:
-                judgements.append(future.result())
-                progress.advance(task)
+            task = progress.add_task("pairwise judge (both orders)", total=len(rows))
+
+            def wave(start: int, end: int) -> None:
+                futures = [pool.submit(contextvars.copy_context().run, ask, i) for i in range(start, end)]
+                for future in futures:
+                    judgements.append(future.result())
+                    progress.advance(task)
+
+            size = len(rows) if c.max_cost is None else max(1, c.judge_threads)
+            judged = in_waves(len(rows), size, meter, wave)
         for row, judgement in zip(rows, judgements):
             row["judge"] = judgement.winner
             row["judge_verdicts"] = list(judgement.verdicts)
-        return summarize_pairwise(judgements, [len(t) for t in texts_a], [len(t) for t in texts_b])
+        summary = summarize_pairwise(judgements, [len(t) for t in texts_a[:judged]], [len(t) for t in texts_b[:judged]])
+        return {**summary, "unjudged": len(rows) - judged}
+
+
+# ----------------------------------------------------------------------------------------------- the cost cap
+def in_waves(n: int, size: int, meter, run_wave) -> int:
+    """`run_wave(start, end)` over 0..n in waves of `size`, none started once the spend plus the last wave's cost
+    reaches `meter`'s cap; returns how many items ran."""
+    done, last = 0, 0.0
+    while done < n and not meter.over_cap(projected=last):
+        before = meter.cost
+        run_wave(done, min(n, done + size))
+        done, last = min(n, done + size), meter.cost - before
+    return done
+
+
+def _joined(parts: list) -> Any:
+    """One RolloutBatch of waves [(first example index, batch), ...]: example indices shifted, counters summed."""
+    from dspyrl.rollout import RolloutBatch
+
+    if len(parts) == 1 and parts[0][0] == 0:
+        return parts[0][1]
+    joined = RolloutBatch([replace(r, example_index=r.example_index + start) for start, batch in parts
+                           for r in batch.rollouts])
+    for name in ("lm_calls", "failures", "reward_failures", "program_errors", "metric_calls", "truncated",
+                 "prompt_tokens", "completion_tokens", "cost", "wall_s"):
+        setattr(joined, name, sum(getattr(batch, name) for _, batch in parts))
+    for _, batch in parts:
+        for kind, count in batch.error_types.items():
+            joined.error_types[kind] = joined.error_types.get(kind, 0) + count
+    return joined
+
+
+def _ranges(indices: list[int]) -> str:
+    """'12-47' for consecutive example indices (0-based, as in comparison.json's rows), '3, 7' otherwise."""
+    if indices and indices == list(range(indices[0], indices[-1] + 1)):
+        return f"{indices[0]}-{indices[-1]}" if len(indices) > 1 else str(indices[0])
+    return ", ".join(map(str, indices))
 
 
 # ----------------------------------------------------------------------------------------------- cost and reliability

@@ -216,7 +216,7 @@ def write_comparison_report(run_dir: str | Path) -> Path:
     _write(run_dir, "paired_scatter.png", scatter)
     _write(run_dir, "difference_histogram.png", histogram)
 
-    verdict_class = "verdict" if stats.get("significant") else "verdict none"
+    verdict_class = "verdict" if stats.get("significant") and not data.get("unscored") else "verdict none"
     parts = [f"<h1>A/B comparison: {_e(names[0])} vs {_e(names[1])}</h1>",
              f'<p class="{verdict_class}">{_e(data.get("verdict") or stats.get("verdict", ""))}</p>']
     parts.append("<h2>Arms</h2>" + _table(
@@ -273,6 +273,7 @@ def _judge_table(j: dict, names: tuple[str, str]) -> str:
             [f"win rate of {names[1]} (ties count half)", j["win_rate_b"]],
             ["judge inconsistency (verdict changed with the order)", j["inconsistency"]],
             ["judge failures (counted as ties)", j.get("failures", 0)],
+            ["examples not judged (stopped at the cost cap)", j.get("unjudged", 0)],
             [f"mean output length {names[0]} / {names[1]} (characters)",
              f"{_fmt(j.get('mean_length_a'))} / {_fmt(j.get('mean_length_b'))}"]]
     check = j.get("check") or {}  # dspyrl.rewards.judge_check.pairwise_check: can this judge be trusted here?

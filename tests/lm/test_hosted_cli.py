@@ -85,3 +85,63 @@ def test_a_credential_in_a_model_url_is_refused_in_one_line(tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 2 and "credential" in printed.err and len(printed.err.strip().splitlines()) == 1
     assert "sk-in-url" not in printed.err + printed.out and not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------------------------- compare
+def test_compare_arms_get_the_hosted_settings(server, tmp_path, capsys):
+    """--api-base, --timeout/--num-retries and --no-cache reach both arms (and the judge): the arms talk to the
+    server at all, a hang costs one timeout instead of the 60 s default, and a rerun with --no-cache asks again."""
+    import json
+    import time
+
+    server.fault = lambda i, body: "hang" if i == 0 else None
+    argv = ["compare", "openrouter/acme/task-small", "openrouter/acme/judge-mid", "--api-base", server.base_url,
+            "--judge", "openrouter/acme/judge-mid", "--limit", "4", "--timeout", "1", "--num-retries", "1",
+            "--threads", "2", "--no-cache"]
+    started = time.perf_counter()
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    wall = time.perf_counter() - started
+    first = capsys.readouterr()
+    assert server.outcomes()["hang"] == 1 and wall < 30
+    requests = len(server.received)
+    assert main([*argv, "--out", str(tmp_path / "two")]) == 0
+    second = capsys.readouterr()
+    assert len(server.received) >= 2 * requests - 1  # asked again, not replayed from DSPy's cache
+    assert {r.body["model"] for r in server.received} == {"acme/task-small", "acme/judge-mid"}
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["usage"]["judge"]["calls"] >= 4 and summary["usage"]["task"]["cost_source"] == "provider"
+    spent = summary["usage"]["total"]["cost"]
+    assert spent == pytest.approx(server.billed - json.loads((tmp_path / "one" / "summary.json").read_text())
+                                  ["usage"]["total"]["cost"], rel=1e-6)
+    assert "spent: task" in second.out and "judge" in second.out
+    _no_canary_anywhere(tmp_path, first.out, first.err, second.out, second.err)
+
+
+def test_compare_estimate_then_capped_names_the_unscored_rows(server, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "cmp"
+    argv = ["compare", "openrouter/acme/task-small", "openrouter/acme/judge-mid", "--api-base", server.base_url,
+            "--split", "all", "--threads", "2", "--out", str(out)]
+    assert main([*argv, "--estimate", "--max-cost", "0.002"]) == 0
+    estimate = capsys.readouterr().out
+    assert "task (A)" in estimate and "task (B)" in estimate and "cap: $0.0020" in estimate
+    assert not server.received and not out.exists()
+
+    assert main([*argv, "--max-cost", "0.002"]) == 0
+    capped = capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    comparison = json.loads((out / "comparison.json").read_text())
+    scored, unscored = summary["scores"]["A"]["n"], summary["unscored"]
+    print(f"capped compare: cap $0.002, spent ${summary['usage']['total']['cost']:.6f} (billed ${server.billed:.6f}),"
+          f" {scored} of 48 examples scored")
+    assert summary["stopped"] == "cost_cap" and 2 <= scored < 48 and unscored == list(range(scored, 48))
+    assert summary["verdict"].startswith("no verdict: stopped at the cost cap") and "beats" not in summary["verdict"]
+    assert comparison["verdict"] == summary["verdict"] and len(comparison["examples"]) == scored
+    spent = summary["usage"]["total"]["cost"]
+    assert spent == pytest.approx(server.billed, rel=1e-6)
+    wave = spent / (scored / 2)  # one wave: 2 examples on both arms
+    assert spent < 0.002 + wave
+    assert "stopped at the cost cap" in capped.out and f"examples {scored}+ not run by either arm" in capped.out
+    assert "no verdict" in (out / "report.html").read_text()
+    _no_canary_anywhere(out, capped.out, capped.err, estimate)
