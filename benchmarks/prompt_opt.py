@@ -20,7 +20,8 @@ optimizer learns on train, selects on val, and is scored on test, which none of 
 Two passes separate "the format lever" from "the optimizer":
     default   every DSPy optimizer on DSPy's default format (ChatAdapter): what a user gets
     fixed     every DSPy optimizer given our best fixed format for the family through dspy.context(adapter=...):
-              constrained choice where every output is a label (local model), else the compact format
+              of "auto" (constrained choice for label-only predictors, schema-constrained JSON for the others, on a
+              local model) and compact, the one the starting program scores better with on the valset
 GRPO's row is the same run in both passes (it starts from ChatAdapter either way and learns the format itself).
 Only GRPO, GEPA take a metric-call budget directly; BFRS, MIPROv2 and SIMBA are sized to it from their cost model. The
 table shows what each really spent (metric calls, LM calls, wall time around compile only). Each optimizer starts
@@ -113,13 +114,21 @@ def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, bu
     raise ValueError(f"unknown optimizer {name}")
 
 
-def fixed_format(program, lm):
-    """Our best fixed format for a program: constrained choice where every predictor's outputs are labels and the LM
-    can take it, else the compact format."""
-    from dspyrl.formats import ChoiceAdapter, CompactAdapter, choice_outputs, guided_choice_route
+def fixed_format(program, val, reward, lm, threads: int):
+    """Our best fixed format for the family, measured: the starting program scored on the valset (never the test
+    split) in each of our formats — "auto" (constrained choice for label-only predictors, schema-constrained JSON for
+    the others; on an LM that can take constrained decoding) and compact — the better kept, a tie to "auto".
+    Returns (format, {name: val mean})."""
+    from dspyrl.formats import AutoFormat, CompactAdapter, guided_choice_route
 
-    finite = all(choice_outputs(p.signature) is not None for _, p in program.named_predictors())
-    return ChoiceAdapter() if finite and guided_choice_route(lm) is not None else CompactAdapter()
+    candidates = {"auto": AutoFormat} if guided_choice_route(lm) is not None else {}
+    candidates["compact"] = CompactAdapter
+    scored = {}
+    for name, make in candidates.items():
+        scores, _ = test_scores(program, val, reward, lm, threads, make())
+        scored[name] = sum(scores) / len(scores)
+    best = max(scored, key=scored.get)  # the first of equals: "auto"
+    return candidates[best](), scored
 
 
 def describe(program) -> dict | None:
@@ -314,7 +323,10 @@ def main(argv=None) -> int:
             train, val, test = split_examples(spec.load_examples(), seed=seed)
             train, val, test = train[: args.train_limit], val[: args.val_limit], test[: args.test_limit]
             reward = spec.build_reward()
-            formats = {"default": chat, "fixed": fixed_format(spec.build_program(), lm)}
+            fixed, measured = fixed_format(spec.build_program(), val, reward, lm, args.threads)
+            console.print(f"{family} seed {seed}: our best fixed format on the valset {measured} -> "
+                          f"{type(fixed).__name__}")
+            formats = {"default": chat, "fixed": fixed}
             for pass_name in passes:
                 scores, failed = test_scores(spec.build_program(), test, reward, lm, args.threads, formats[pass_name])
                 console.print(f"{family} seed {seed} ({pass_name}: {type(formats[pass_name]).__name__}): "
@@ -350,7 +362,7 @@ def main(argv=None) -> int:
     verdicts = []
     for pass_name in passes:
         label = ("DSPy optimizers on DSPy's default format (ChatAdapter)" if pass_name == "default" else
-                 "DSPy optimizers given our best fixed format (choice for labels, else compact)")
+                 "DSPy optimizers given our best fixed format (auto or compact, measured on the valset)")
         verdicts += summarize(results, pass_name, console,
                               f"pass '{pass_name}': {label}; GRPO learns its format; budget {args.budget} metric "
                               f"calls, {args.model}, seeds {args.seeds}, held-out test split")
