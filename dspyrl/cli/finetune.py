@@ -20,7 +20,8 @@ from rich.table import Table
 from dspyrl.config import check_settings, setting
 from dspyrl.runs import PROGRAM, RunFolder
 from dspyrl.score import score_entry, score_program
-from dspyrl.cli.options import ModelOptions, add_settings, judge_lm, run_fingerprint, settings_of, task_lm
+from dspyrl.cli.options import (ModelOptions, ReportOptions, SpendOptions, add_settings, judge_lm, run_fingerprint,
+                                settings_of, task_lm)
 
 METHODS = ("grpo", "dpo")
 TRAINABLE_FORMATS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
@@ -34,6 +35,7 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
     from dspyrl.formats.per_predictor import set_format
     from dspyrl.data import split_examples
     from dspyrl.errors import ConfigError
+    from dspyrl.lm.usage import UsageMeter
     from dspyrl.optim.weights.base import local_model_of
     from dspyrl.program_file import load_program_file
 
@@ -53,6 +55,9 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
     student = spec.build_program()
     examples = spec.load_examples()
     train, val, test = split_examples(examples, seed=seed)
+    if config.estimate:  # before any folder is written or any model is loaded
+        console.print(estimate_spend(config, method_config(**settings), student, train, val, test))
+        return {"estimate": True}
     out = Path(out or Path("runs") / f"{spec.name}-{method}-{datetime.now():%Y%m%d-%H%M%S}")
     # claimed before any model loads; the step count and the threads may change on resume, nothing else
     fingerprint = run_fingerprint("finetune", spec, student, examples, config, ["judge", "method", "pairs", "seed",
@@ -71,42 +76,55 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
     # program keeps it, so `dspyrl compare` of the run folder asks the tuned model the way it was trained.
     for _, predictor in student.named_predictors():
         set_format(predictor, format)
+    # the cap counts what the training run's LM calls cost (the judge's: the trained model is local and free)
+    spending = {"max_cost": config.max_cost, "report_to": config.report_to}
     if method == "grpo":
         from dspyrl.optim.weights.grpo import LoraGRPO
 
         optimizer = LoraGRPO(reward, lm=lm, format=dspy_format, run_dir=out, resume=resume,
-                             num_threads=threads, seed=seed, **settings)
+                             num_threads=threads, seed=seed, **spending, **settings)
     else:
         from dspyrl.optim.weights.dpo import LoraDPO
 
         optimizer = LoraDPO(reward, lm=lm, format=dspy_format, pairs=pairs, run_dir=out, resume=resume,
-                        num_threads=threads, seed=seed, **settings)
+                        num_threads=threads, seed=seed, **spending, **settings)
     # A hosted model or a bad pairs file fails here, before minutes of scoring.
     local_model_of(student, lm)
     optimizer.check(student, train)
 
-    with console.status("scoring the starting program on the test split…"):
-        before, _ = score_program(student, test, reward, lm, num_threads=threads)
-    started = time.perf_counter()
-    optimized = optimizer.compile(student, trainset=train, valset=val)
-    train_s = time.perf_counter() - started
-    tuned_lm = next(p.lm for _, p in optimized.named_predictors())
-    with console.status("scoring the fine-tuned program on the test split…"):
-        after, _ = score_program(optimized, test, reward, tuned_lm, num_threads=threads)
+    meter = UsageMeter()  # the whole command's calls, tokens and cost per role (the optimizer keeps its own, for the cap)
+    with meter.active():
+        with console.status("scoring the starting program on the test split…"):
+            before, _ = score_program(student, test, reward, lm, num_threads=threads)
+        started = time.perf_counter()
+        optimized = optimizer.compile(student, trainset=train, valset=val)
+        train_s = time.perf_counter() - started
+        result = optimizer.result
+        scores = {"test_before": score_entry(before)}
+        after = {"lm_calls": 0, "tokens": 0, "cost": 0.0, "wall_s": 0.0}
+        if not result.stopped:  # at the cap the adapter is half-trained and scoring it would spend past the cap
+            tuned_lm = next(p.lm for _, p in optimized.named_predictors())
+            with console.status("scoring the fine-tuned program on the test split…"):
+                after, _ = score_program(optimized, test, reward, tuned_lm, num_threads=threads)
+            scores["test_after"] = score_entry(after)
 
-    result = optimizer.result
     summary = run.write_summary({
         "command": "finetune", "program": spec.name, "model": model, "format": format,
-        "data": f"{spec.name} (train/val/test split, seed {seed})",
-        "scores": {"test_before": score_entry(before), "test_after": score_entry(after)},
+        "data": f"{spec.name} (train/val/test split, seed {seed})", "scores": scores,
         # the test scorings' calls; the trainer's generations are in metrics.jsonl
         "lm_calls": before["lm_calls"] + after["lm_calls"], "tokens": before["tokens"] + after["tokens"],
         "cost": before["cost"] + after["cost"], "wall_s": before["wall_s"] + train_s + after["wall_s"],
         "method": method, "steps": result.steps, "val_before": result.val_before, "val_after": result.val_after,
         "train_wall_s": result.train_wall_s, "finetune_wall_s": train_s, "adapter_dir": result.adapter_dir,
+        "usage": meter.table(), "finetune_usage": result.usage, "max_cost": config.max_cost, "stopped": result.stopped,
         "program_json": str(run.file(PROGRAM)), **result.details})
     run.release()
     _show(console, summary)
+    console.print(meter.summary_line())
+    if result.stopped == "cost_cap":
+        console.print(f"[bold]stopped at the cost cap[/bold]: LoRA {method.upper()} spent ${optimizer.meter.cost:.4f} of "
+                      f"${config.max_cost:.4f} at step {result.steps}/{steps}, checkpointed; continue with --resume "
+                      f"--out {out} --max-cost <higher>")
     return summary
 
 
@@ -114,10 +132,14 @@ def _show(console: Console, summary: dict) -> None:
     table = Table(title=f"{summary['program']} on {summary['model']}: held-out test split")
     for column in ("program", "test score", "failed runs", "train steps", "wall time"):
         table.add_column(column, justify="right")
-    before, after = summary["scores"]["test_before"], summary["scores"]["test_after"]
+    before, after = summary["scores"]["test_before"], summary["scores"].get("test_after")
     table.add_row("starting", f"{before['score']:.1%}", f"{before['failures']}/{before['n']}", "", "")
-    table.add_row(f"LoRA {summary['method'].upper()}", f"{after['score']:.1%}", f"{after['failures']}/{after['n']}",
-                  str(summary["steps"]), f"{summary['finetune_wall_s']:.0f} s")
+    if after is None:  # stopped at the cost cap
+        table.add_row(f"LoRA {summary['method'].upper()} (stopped at the cost cap)", "not scored", "", str(summary["steps"]),
+                      f"{summary['finetune_wall_s']:.0f} s")
+    else:
+        table.add_row(f"LoRA {summary['method'].upper()}", f"{after['score']:.1%}", f"{after['failures']}/{after['n']}",
+                      str(summary["steps"]), f"{summary['finetune_wall_s']:.0f} s")
     console.print(table)
     console.print(f"adapter: {summary['adapter_dir']}  (serve it: dspyrl serve --model {summary['model']} "
                   f"--adapter {summary['adapter_dir']})")
@@ -125,8 +147,26 @@ def _show(console: Console, summary: dict) -> None:
 
 
 # ---------------------------------------------------------------- the command line
+def estimate_spend(config: FinetuneConfig, method_config, student, train, val, test) -> str:
+    """The expected calls, tokens and cost of `dspyrl finetune` per role (dspyrl.lm.usage's estimate, as optimize's):
+    the local model's generations, and the judge's scores of them (one per scored run) when the program has one."""
+    from dspyrl.lm.usage import RoleEstimate, format_estimate, prompt_tokens
+
+    predictors = len(student.named_predictors())
+    prompt = prompt_tokens(student, train[0])
+    if config.method == "grpo":  # G completions of prompts_per_step examples each step, each scored
+        trained = method_config.steps * method_config.prompts_per_step * method_config.num_generations
+    else:  # DPO's pairs come from group_size runs of every train example (none with --pairs)
+        trained = 0 if config.pairs else len(train) * method_config.group_size
+    runs = trained + 2 * len(val) + 2 * len(test)  # training, the valset and the test split before and after
+    rows = [RoleEstimate("task", config.model, runs * predictors, prompt, config.max_tokens)]
+    if config.judge:
+        rows.append(RoleEstimate("judge", config.judge, runs, prompt + config.max_tokens, config.judge_max_tokens))
+    return format_estimate(rows, config.max_cost)
+
+
 @dataclass(kw_only=True)
-class FinetuneConfig(ModelOptions):
+class FinetuneConfig(ModelOptions, SpendOptions, ReportOptions):
     """`dspyrl finetune`'s options. A training setting left at None keeps the method's own config default
     (LoraGRPOConfig / LoraDPOConfig); the help text shows both."""
 

@@ -265,14 +265,24 @@ class RoleEstimate:
     completion_tokens_per_call: int
 
     @property
+    def local(self) -> bool:
+        """A model run in-process ('smollm2', a folder, 'local/…'): free, and not a price-map question."""
+        from dspyrl.lm.hosted import is_hosted_spec
+
+        return not is_hosted_spec(self.model)
+
+    @property
     def cost(self) -> float | None:
+        if self.local:
+            return 0.0
         price = price_of(self.model, self.prompt_tokens_per_call, self.completion_tokens_per_call)
         return None if price is None else price * self.calls
 
     def line(self) -> str:
         tokens = self.calls * (self.prompt_tokens_per_call + self.completion_tokens_per_call)
         cost = self.cost
-        priced = f"~${cost:.4f} (LiteLLM price map)" if cost is not None else "cost unknown (no price in LiteLLM's map)"
+        priced = ("free (local model)" if self.local else f"~${cost:.4f} (LiteLLM price map)" if cost is not None
+                  else "cost unknown (no price in LiteLLM's map)")
         return (f"{self.role:<10} {self.model}: ~{self.calls} calls × ({self.prompt_tokens_per_call} prompt + ≤"
                 f"{self.completion_tokens_per_call} completion tokens) = ~{tokens} tokens, {priced}")
 

@@ -14,12 +14,17 @@ OTHER_CANARIES = {"OPENAI_API_KEY": "sk-openai-canary-0a1b2c3d4e", "ANTHROPIC_AP
 
 
 @pytest.fixture()
-def server(monkeypatch):
+def canary_keys(monkeypatch):
+    """Canary keys in the environment (OpenRouter's and others'), and W&B kept offline and quiet."""
     monkeypatch.setenv("OPENROUTER_API_KEY", CANARY)
     for name, value in OTHER_CANARIES.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture()
+def server(canary_keys):
     spec = load_program_file("sentiment")
     with OpenRouterServer(key=CANARY, answers={ex.review: ex.sentiment for ex in spec.load_examples()}) as running:
         yield running
@@ -133,8 +138,9 @@ def test_compare_estimate_then_capped_names_the_unscored_rows(server, tmp_path, 
     summary = json.loads((out / "summary.json").read_text())
     comparison = json.loads((out / "comparison.json").read_text())
     scored, unscored = summary["scores"]["A"]["n"], summary["unscored"]
-    print(f"capped compare: cap $0.002, spent ${summary['usage']['total']['cost']:.6f} (billed ${server.billed:.6f}),"
-          f" {scored} of 48 examples scored")
+    with capsys.disabled():
+        print(f"\ncapped compare: cap $0.002, spent ${summary['usage']['total']['cost']:.6f} (billed "
+              f"${server.billed:.6f}), {scored} of 48 examples scored")
     assert summary["stopped"] == "cost_cap" and 2 <= scored < 48 and unscored == list(range(scored, 48))
     assert summary["verdict"].startswith("no verdict: stopped at the cost cap") and "beats" not in summary["verdict"]
     assert comparison["verdict"] == summary["verdict"] and len(comparison["examples"]) == scored

@@ -39,6 +39,8 @@ class WeightsResult:
     val_after: float | None = None
     train_wall_s: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)  # e.g. the rollout mode, the number of DPO pairs
+    stopped: str = ""  # "cost_cap": training stopped at max_cost, checkpointed (no valset score after; resume goes on)
+    usage: dict | None = None  # the optimizer's LM calls, tokens and cost per role (UsageMeter.table), across resumes
 
 
 class LocalWeightsOptimizer(Teleprompter):
@@ -47,13 +49,19 @@ class LocalWeightsOptimizer(Teleprompter):
     compile: find the program's local model → score the valset (before) → train into `<run>/adapter/` (or resume, or
     skip a finished run) → the student on `local_lm(model, adapter)` → score the valset (after) → program.json.
     The config (with the score before) is written once; a resumed run reads it back.
+
+    `max_cost` (USD) caps the LM calls the run makes (the reward's judge: the trained model is local, and free), checked
+    after every training step (trl_callbacks' module docstring); stopped there, the result says `stopped="cost_cap"`,
+    the run is not marked done, and `resume=True` with a higher cap continues from the checkpoint, spend carried over.
+    `report_to` ("none", "tensorboard", "wandb") is TRL's report_to, written into the run folder.
     """
 
     kind = ""
     config_class: Any = None
 
     def __init__(self, reward=None, config=None, *, lm=None, format=None, run_dir=None, resume: bool = False,
-                 callbacks=(), progress: bool = True, **settings):
+                 callbacks=(), progress: bool = True, max_cost: float | None = None, report_to: str = "none",
+                 **settings):
         super().__init__()
         try:
             self.config = dataclasses.replace(config or self.config_class(), **settings)
@@ -66,6 +74,8 @@ class LocalWeightsOptimizer(Teleprompter):
         self.run_dir, self.resume = run_dir, resume
         # Not `self.callbacks`: DSPy calls on_compile_start/end on a teleprompter's `callbacks`; ours see each step.
         self.step_callbacks, self.progress = list(callbacks), progress
+        self.max_cost, self.report_to = max_cost, report_to
+        self.meter = None  # the run's UsageMeter (max_cost's), during and after compile
         self.result: WeightsResult | None = None
 
     def check(self, student, trainset) -> dict:
@@ -78,12 +88,22 @@ class LocalWeightsOptimizer(Teleprompter):
         raise NotImplementedError
 
     def compile(self, student, *, trainset=None, valset=None, teacher=None, **kwargs):
-        cfg = self.config
+        from dspyrl.lm.usage import UsageMeter
+
         spec, start_adapter = local_model_of(student, self.lm)
         details = self.check(student, trainset)
+        run = RunFolder(self.run_dir or tempfile.mkdtemp(prefix=f"dspyrl-{self.kind}-"), resume=self.resume)
+        spent = (run.load_checkpoint() or {}).get("usage") if self.resume else None
+        self.meter = UsageMeter(max_cost=self.max_cost, spent=spent)
+        with self.meter.active():
+            optimized = self._compile(student, trainset, valset, spec, start_adapter, details, run)
+        self.result.usage = self.meter.table()
+        return optimized
+
+    def _compile(self, student, trainset, valset, spec, start_adapter, details, run):
+        cfg = self.config
         format = self.format or dspy.settings.adapter or dspy.ChatAdapter()
         lm, plain = program_lm(student, self.lm), without_lms(student)
-        run = RunFolder(self.run_dir or tempfile.mkdtemp(prefix=f"dspyrl-{self.kind}-"), resume=self.resume)
         if self.resume:
             saved = run.read_config()
             changed = sorted(k for k, v in details.items() if saved.get(k) != v)
@@ -97,18 +117,30 @@ class LocalWeightsOptimizer(Teleprompter):
             val_before = self.validate(plain, valset, lm, format)
             run.write_config({**dataclasses.asdict(cfg), "optimizer": type(self).__name__, "model": spec,
                               "start_adapter": start_adapter, **details, "val_before": val_before})
+        stopped = ""
         if record.get("done"):
             wall = float(record.get("wall_s", 0.0))
+        elif resume_from is not None and self.meter.over_cap(projected=float(record.get("step_cost") or 0.0)):
+            stopped, wall = "cost_cap", float(record.get("wall_s", 0.0))  # resumed under a cap already reached
         else:
-            wall = self.train_weights(plain, trainset, spec, start_adapter, format, lm, run, resume_from)
+            if record.get("stopped"):  # continuing: the record says "stopped" again only if this session stops too
+                run.save_checkpoint({**record, "stopped": ""})
+            with trl_callbacks.reporting(run.path, self.report_to):
+                wall = self.train_weights(plain, trainset, spec, start_adapter, format, lm, run, resume_from)
+            stopped = (run.load_checkpoint() or {}).get("stopped") or ""
         max_tokens = int((getattr(lm, "kwargs", None) or {}).get("max_tokens") or 256)
         optimized = adapted_program(plain, spec, run.path / ADAPTER, max_tokens=max_tokens)
+        if stopped:  # not done: no valset score after (it would spend past the cap), no done record
+            step = int((run.load_checkpoint() or {}).get("step") or 0)
+            self.result = WeightsResult(self.kind, spec, str(run.path / ADAPTER), step, val_before, None, wall,
+                                        details, stopped=stopped)
+            return optimized
         val_after = record.get("val_after")
         if val_after is None:
             val_after = self.validate(optimized, valset, program_lm(optimized), format)
         run.save_program(optimized)
         run.save_checkpoint({"kind": self.kind, "step": cfg.steps, "dir": None, "done": True, "wall_s": wall,
-                             "val_before": val_before, "val_after": val_after})
+                             "val_before": val_before, "val_after": val_after, "usage": self.meter.to_json()})
         self.result = WeightsResult(self.kind, spec, str(run.path / ADAPTER), cfg.steps, val_before, val_after, wall,
                                     details)
         return optimized
@@ -185,9 +217,11 @@ def cpu_defaults() -> dict[str, Any]:
     return {"use_cpu": True, "bf16": False}
 
 
-def common_args(output_dir: Path, seed: int) -> dict[str, Any]:
-    """TrainingArguments both trainers get: we log every step, save our own checkpoints, and print nothing ourselves."""
-    return {"output_dir": str(output_dir), "save_strategy": "no", "logging_steps": 1, "report_to": [],
+def common_args(output_dir: Path, seed: int, report_to: str = "none") -> dict[str, Any]:
+    """TrainingArguments both trainers get: we log every step, save our own checkpoints, and print nothing ourselves;
+    `report_to` is TRL's (trl_callbacks.reporting points it into the run folder)."""
+    return {"output_dir": str(output_dir), "save_strategy": "no", "logging_steps": 1,
+            "report_to": [] if report_to == "none" else [report_to],
             "disable_tqdm": True, "log_level": "error", "seed": seed, "data_seed": seed, **cpu_defaults()}
 
 

@@ -99,14 +99,14 @@ class LoraDPO(base.LocalWeightsOptimizer):
         rows = [{"prompt": p["prompt"], "chosen": [{"role": "assistant", "content": p["chosen"]}],
                  "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in pairs]
         model, tokenizer = base.load_trainable_model(spec, start_adapter)
-        settings = {**base.common_args(run.path / "trl", cfg.seed), "max_steps": cfg.steps,
+        settings = {**base.common_args(run.path / "trl", cfg.seed, self.report_to), "max_steps": cfg.steps,
                     "per_device_train_batch_size": cfg.batch_size,
                     "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
                     "learning_rate": cfg.learning_rate, "beta": cfg.beta, "loss_type": [cfg.loss_type],
                     "max_length": cfg.max_length}
         callback = trl_callbacks.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
                                             progress=self.progress, step_callbacks=self.step_callbacks,
-                                            resume_from=resume_from)
+                                            resume_from=resume_from, meter=self.meter)
         with trl_callbacks.quiet_trl():
             args = base.make_args(trl.DPOConfig, settings, cfg.trl_args)
             trainer = trl.DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),

@@ -151,7 +151,7 @@ class LoraGRPO(base.LocalWeightsOptimizer):
                                                               cfg)
             reward_func = rollout_func.reward
         settings = {
-            **base.common_args(run.path / "trl", cfg.seed), "max_steps": cfg.steps,
+            **base.common_args(run.path / "trl", cfg.seed, self.report_to), "max_steps": cfg.steps,
             "per_device_train_batch_size": cfg.prompts_per_step * rows_per_example * cfg.num_generations,
             "num_generations": cfg.num_generations, "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
             "learning_rate": cfg.learning_rate, "loss_type": cfg.loss_type, "beta": cfg.beta, "epsilon": cfg.epsilon,
@@ -163,7 +163,7 @@ class LoraGRPO(base.LocalWeightsOptimizer):
         callback = trl_callbacks.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
                                             progress=self.progress, step_callbacks=self.step_callbacks,
                                             resume_from=resume_from,
-                                            extra_metrics=(program_rollouts or reward_func).pop_metrics)
+                                            extra_metrics=(program_rollouts or reward_func).pop_metrics, meter=self.meter)
         with trl_callbacks.quiet_trl():
             args = base.make_args(trl.GRPOConfig, settings, cfg.trl_args)
             trainer_class = shared_prompt.shared_prompt_trainer_class() if share else trl.GRPOTrainer

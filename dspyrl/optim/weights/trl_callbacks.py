@@ -11,6 +11,14 @@ we write our own checkpoint folder in the same layout transformers resumes from,
 the batches already seen); it finds no optimizer.pt or rng_state.pth, so `RunCallback` restores the optimizer and
 scheduler at `on_train_begin` and the RNG right before the first resumed step. The run folder's checkpoint.json points
 at the newest folder and is replaced atomically, so a crash leaves the previous checkpoint usable.
+
+Cost cap. With a `meter` (dspyrl.lm.usage.UsageMeter) that has a cap, every step's metrics carry the run's LM spend
+(`lm_cost`, USD: the reward's judge, say) and no step starts that the last step's cost says would reach the cap: training
+stops there, checkpointed whatever `save_every` says, and checkpoint.json keeps the spend, the last step's cost and
+`stopped: "cost_cap"` so a resume with a higher cap carries the spend on.
+
+Reporting. `reporting(run_dir, report_to)` around the trainer points TRL's own `report_to` integrations into the run
+folder: TensorBoard events in <run>/tensorboard, a W&B run in <run>/wandb (WANDB_MODE=offline keeps it on disk).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dspyrl.errors import ConfigError
+from dspyrl.errors import ConfigError, MissingExtraError
 from dspyrl.runs import RunFolder, rng_state_from_json, rng_state_to_json, write_text_atomic
 
 CHECKPOINTS = "checkpoints"
@@ -126,7 +134,7 @@ class RunCallback:
     """
 
     def __init__(self, run: RunFolder, *, kind: str, total_steps: int, save_every: int, progress: bool,
-                 step_callbacks=(), resume_from: Path | None = None, extra_metrics=None):
+                 step_callbacks=(), resume_from: Path | None = None, extra_metrics=None, meter=None):
         self.run, self.kind, self.total_steps, self.save_every = run, kind, total_steps, save_every
         self.step_callbacks = list(step_callbacks)
         self.resume_from = resume_from
@@ -136,6 +144,9 @@ class RunCallback:
         self.last_step = 0
         self._restore_rng = resume_from is not None
         self._progress = _StepProgress(kind, total_steps) if progress else None
+        self.meter = meter  # the run's LM usage and its cap (module docstring), or None
+        self.stopped = ""  # "cost_cap" once the cap stopped training
+        self._spent, self.step_cost = 0.0, 0.0  # spend at the last step's end; what the last step cost
 
     @property
     def wall_s(self) -> float:
@@ -148,6 +159,8 @@ class RunCallback:
         if self.resume_from is not None:
             restore_optimizer(self.resume_from, optimizer, lr_scheduler)
             self.wall_before = float(self.run.load_checkpoint().get("wall_s", 0.0))
+        if self.meter is not None:
+            self._spent = self.meter.cost
         if self._progress:
             self._progress.start(state.global_step)
 
@@ -167,8 +180,15 @@ class RunCallback:
         if self.extra_metrics:
             metrics.update(self.extra_metrics())
         metrics["wall_s"] = self.wall_s
+        if self.meter is not None:
+            spent = self.meter.cost
+            self.step_cost, self._spent = spent - self._spent, spent
+            metrics["lm_cost"] = spent
+            if state.global_step < self.total_steps and self.meter.over_cap(projected=self.step_cost):
+                self.stopped, control.should_training_stop = "cost_cap", True
         self.run.log_metrics(metrics)
-        if self.save_every and (state.global_step % self.save_every == 0 or state.global_step >= self.total_steps):
+        if self.stopped or (self.save_every and (state.global_step % self.save_every == 0
+                                                 or state.global_step >= self.total_steps)):
             self.checkpoint(state, model, optimizer, lr_scheduler, metrics["wall_s"])
         if self._progress:
             self._progress.update(metrics)
@@ -190,8 +210,10 @@ class RunCallback:
         save_checkpoint(folder, model, optimizer, scheduler, state)
         _fsync_files(folder)  # on disk before the pointer moves to it
         previous = (self.run.load_checkpoint() or {}).get("dir")
+        spend = {} if self.meter is None else {"usage": self.meter.to_json(), "step_cost": self.step_cost,
+                                               "stopped": self.stopped}
         self.run.save_checkpoint({"kind": self.kind, "step": state.global_step, "done": False, "wall_s": wall_s,
-                                  "dir": str(folder.relative_to(self.run.path))})
+                                  "dir": str(folder.relative_to(self.run.path)), **spend})
         # the pointer moved; the folder of the previous pointer (checkpoint.prev.json) stays, for a torn checkpoint.json
         keep = {folder, self.run.path / previous} if previous else {folder}
         for old in (self.run.path / CHECKPOINTS).iterdir():
@@ -239,6 +261,44 @@ def train(trainer, run: RunFolder, callback: RunCallback, resume_from: Path | No
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     finally:
         callback.close()
+
+
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+@contextlib.contextmanager
+def reporting(run_dir: Path, report_to: str = "none"):
+    """Around a trainer with TrainingArguments(report_to=[report_to]): TRL's integration writes into the run folder
+    (module docstring); the environment it reads is restored after, and a W&B run is finished (its files complete)."""
+    if report_to not in REPORT_TO:
+        raise ConfigError(f"report_to must be one of {', '.join(REPORT_TO)}, got '{report_to}'")
+    if report_to == "none":
+        yield
+        return
+    if report_to == "wandb":
+        try:
+            import wandb
+        except ImportError as err:
+            raise MissingExtraError("wandb", "wandb") from err
+        env = {"WANDB_DIR": str(run_dir), "WANDB_PROJECT": os.environ.get("WANDB_PROJECT", "dspyrl")}
+    else:
+        try:
+            import tensorboard  # noqa: F401 (transformers' TensorBoard integration needs it)
+        except ImportError as err:
+            raise MissingExtraError("tensorboard", "tensorboard") from err
+        env = {"TENSORBOARD_LOGGING_DIR": str(run_dir / "tensorboard")}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if report_to == "wandb" and wandb.run is not None:
+            wandb.run.finish()
 
 
 @contextlib.contextmanager
