@@ -42,7 +42,11 @@ def add_parser(sub) -> None:
                                    "Writes comparison.json and report.html.")
     add_settings(p, CompareConfig, helps={
         "judge": "LM for the program's judge reward and a pairwise judge, asked in both orders (same forms as --model)",
-        "format": "prompt format of both arms"})
+        "format": "prompt format of both arms",
+        # compare has no --resume: a capped comparison is run again over the same folder, its calls replayed
+        "max_cost": "stop before the wave of examples that would take the LM calls (both arms, the judge) past this "
+                    "many USD; a capped comparison names the examples not run and gives no verdict; run it again "
+                    "with --force and a higher cap (DSPy's cache replays the calls already made)"})
     p.set_defaults(handler=run_command)
 
 
@@ -146,7 +150,8 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
         what = (f"examples {len(result.examples)}+ not run by either arm, no verdict" if result.unscored else
                 f"{result.judge['unjudged']} examples not judged")
         console.print(f"[bold]stopped at the cost cap[/bold]: ${comparator.meter.cost:.4f} of ${max_cost:.4f}; {what}; "
-                      "run again with a higher --max-cost (DSPy's cache replays the calls already made at no cost)")
+                      f"run again with --out {out} --force and a higher --max-cost (DSPy's cache replays the calls "
+                      "already made, at no cost)")
     console.print(f"wrote {out / 'comparison.json'} and {report}")
     return result
 

@@ -150,4 +150,12 @@ def test_compare_estimate_then_capped_names_the_unscored_rows(server, tmp_path, 
     assert spent < 0.002 + wave
     assert "stopped at the cost cap" in capped.out and f"examples {scored}+ not run by either arm" in capped.out
     assert "no verdict" in (out / "report.html").read_text()
-    _no_canary_anywhere(out, capped.out, capped.err, estimate)
+
+    requests = len(server.received)  # as the message says: a higher cap over the same folder, the rows run replayed
+    assert main([*argv, "--force", "--max-cost", "1"]) == 0
+    again = capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "" and summary["unscored"] == [] and summary["scores"]["A"]["n"] == 48
+    assert len(server.received) - requests == 2 * (48 - scored)  # only the examples not run before were asked
+    assert summary["usage"]["task"]["cached"] == 2 * scored and not summary["verdict"].startswith("no verdict")
+    _no_canary_anywhere(out, capped.out, capped.err, estimate, again.out, again.err)
