@@ -43,3 +43,12 @@ def test_a_long_retry_after_is_cut_to_the_max_wait(monkeypatch):
     first, second = server.received
     assert 1.45 <= second.at - first.at < 3.0
 
+
+
+def test_an_openai_compatible_server_gets_the_same_wait():
+    """`openai-compatible:` LMs run on DSPy's native engine, which reads Retry-After itself: the same behaviour."""
+    with OpenRouterServer(key=None, fault=lambda i, body: "429" if i == 0 else None, retry_after=2.0) as server:
+        lm = lm_from_spec(f"openai-compatible:{server.base_url}:acme/task-small", cache=False, num_retries=1)
+        assert lm("hello")
+    first, second = server.received
+    assert (first.outcome, second.outcome) == ("429", "ok") and second.at - first.at >= 1.95
