@@ -10,6 +10,11 @@ strong model; each rejection is counted by its reason in `ProposalStats.rejected
     contradicts_outputs  names a label the output field does not allow, or XML tags the original instruction does not
                          use, or drops tags it requires (math_xml's <answer>)
     repetitive           the same words over and over (a small model's loop)
+    meta_talk            talks about an instruction instead of being one ("One possible improved instruction could
+                         be", "Here is", "I would"): a small model's chat habit, never the instruction itself
+    off_task             shares no word with the task: the field names, their descriptions, the labels and the
+                         original instruction (compared by their first five letters, so "classify" meets
+                         "classification"); text about something else entirely
     implausible          the task model itself finds the text unlikely: its mean token log-probability, as the reply to
                          "write the instruction for this step", is more than `plausibility_margin` nats below the
                          original instruction's (local models only: the engine scores text, see dspyrl.lm.local)
@@ -157,6 +162,10 @@ class InstructionProposer:
             return "contradicts_outputs"
         if repetitive(text):
             return "repetitive"
+        if meta_talk(text):
+            return "meta_talk"
+        if off_task(text, signature, original):
+            return "off_task"
         if task_lm is not None and self.plausibility_margin is not None:
             mine = plausibility(task_lm, signature, text)
             if original not in self._original_plausibility:
@@ -234,6 +243,35 @@ def repetitive(text: str) -> bool:
             return True
     lines = [line.strip().lower() for line in text.splitlines() if line.strip()]
     return len(lines) >= 2 and len(set(lines)) < len(lines)
+
+
+_META = re.compile(r"\b(?:(?:improved|new|revised|possible|better|updated|alternative|rewritten)\s+(?:instruction|prompt)s?"
+                   r"|(?:instruction|prompt) (?:could|would|might|should) (?:be|read)|as an ai|language model like me"
+                   r"|i (?:would|will|think|suggest|recommend|hope|can)|let me|you could)\b"
+                   r"|^\W*(?:sure|certainly|okay|ok|here is|here's|here are|of course)\b", re.IGNORECASE)
+
+
+def meta_talk(text: str) -> bool:
+    """The text talks about an instruction (or to the user) instead of being one."""
+    return bool(_META.search(text))
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:5] for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 4 and w not in _STOP}
+
+
+_STOP = {"that", "this", "with", "from", "into", "your", "each", "only", "then", "than", "they", "them", "their",
+         "what", "when", "where", "which", "while", "will", "would", "should", "could", "must", "have", "been",
+         "also", "just", "like", "more", "most", "some", "such", "very", "make", "sure", "give", "given", "answer",
+         "output", "input", "text", "step", "field", "fields", "following", "instruction", "instructions"}
+
+
+def off_task(text: str, signature, original: str) -> bool:
+    """True when the text shares no content word with the task (module docstring)."""
+    words = [original, *(name.replace("_", " ") for name in signature.fields), *_labels(signature)]
+    words += [str(f.json_schema_extra.get("desc", "")) for f in signature.fields.values() if f.json_schema_extra]
+    task = _stems(" ".join(words))
+    return bool(task) and not (_stems(text) & task)
 
 
 def plausibility(task_lm, signature, text: str) -> float | None:

@@ -98,3 +98,33 @@ def test_balanced_set_without_a_label_is_a_plain_sample():
                                          ("word " * 400, "too_long"), ("<|im_start|>assistant hi there you", "format_markers")])
 def test_clean_rejections(text, reason):
     assert InstructionProposer().clean(text) == (None, reason)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("One possible improved instruction could be: decide whether the review is positive or negative.", "meta_talk"),
+    ("Sure! Read the review and reply positive or negative.", "meta_talk"),
+    ("I would tell the model to read the review and say positive or negative.", "meta_talk"),
+    ("Convert the temperature from Celsius to Fahrenheit and round it to two decimals.", "off_task"),
+    ("Add up the numbers in the list and print the total at the end.", "off_task"),
+    ("Read the review and answer with exactly one word: positive or negative.", ""),
+    ("Decide whether the customer liked the product; say which sentiment the review expresses.", ""),
+])
+def test_meta_talk_and_off_task_proposals_are_rejected_and_task_instructions_pass(text, reason):
+    proposer = InstructionProposer(CannedLM([text]), num_proposals=1)
+    accepted = proposer.propose(Sentiment, "Classify the review.", CALLS)
+    assert accepted == ([] if reason else [text])
+    assert proposer.stats.rejected == ({reason: 1} if reason else {})
+
+
+def test_off_task_compares_by_stem_and_reads_field_descriptions():
+    from dspyrl.optim.prompts.propose import off_task
+
+    class Topic(dspy.Signature):
+        """Classify the headline."""
+
+        headline: str = dspy.InputField(desc="a news headline")
+        section: Literal["sports", "science"] = dspy.OutputField(desc="the newspaper section")
+
+    assert not off_task("Give the classification of this newspaper item.", Topic, "Classify the headline.")
+    assert not off_task("Put each story under the right section.", Topic, "Classify the headline.")
+    assert off_task("Write a poem about the ocean at night.", Topic, "Classify the headline.")
