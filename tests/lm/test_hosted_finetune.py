@@ -92,3 +92,21 @@ def test_finetune_estimate_cap_resume_and_report_to(judge_server, tiny_model_dir
     assert any((out / "wandb").rglob("*.wandb"))
     assert "stopped at the cost cap" not in resumed.out
     _no_canary_anywhere(out, estimate, capped.out, capped.err, resumed.out, resumed.err)
+
+
+def test_the_judge_running_out_of_credits_mid_training_stops_finetune_at_once(judge_server, tiny_model_dir, tmp_path,
+                                                                              capsys):
+    """402 during LoRA GRPO's scoring of completions (not only in the test scoring around it): one line, exit 2."""
+    program = tmp_path / "judged.py"
+    program.write_text(JUDGED)
+    argv = ["finetune", str(program), "--model", str(tiny_model_dir), "--judge", "openrouter/acme/judge-mid",
+            "--api-base", judge_server.base_url, "--steps", "20", "--num-generations", "2", "--max-tokens", "8",
+            "--format", "compact", "--threads", "2", "--save-every", "0", "--no-cache"]
+    judge_server.credits = 0.003  # the test and val scorings before training cost ~$0.0028; step 1 crosses it
+    code = main([*argv, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    metrics = (tmp_path / "run" / "metrics.jsonl")
+    steps = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    assert code == 2 and "out of credits" in err and "\n" not in err and CANARY not in err
+    assert steps < 3  # stopped in the step that met the 402, not after 20 steps of failed scores
+    assert judge_server.outcomes().get("402", 0) <= 2  # the calls in flight then (2 threads), never retried

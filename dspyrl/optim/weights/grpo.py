@@ -49,9 +49,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import dspy
+from dspy.utils.exceptions import LMAuthError, LMBillingError
 
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError, is_lm_failure
+from dspyrl.lm.hosted import ProviderRefused
 from dspyrl.optim.weights import base, shared_prompt, trl_callbacks
 from dspyrl.rewards.combine import RewardResult, score_group, scores_groups, to_reward_result
 
@@ -225,6 +227,8 @@ class PredictorReward:
         try:
             return to_reward_result(self.reward(self.examples[index], dspy.Prediction(**outputs), None),
                                     failure_score=self.failure_reward)
+        except (LMAuthError, LMBillingError) as err:  # the judge's key or credits: every later score fails alike
+            raise ProviderRefused(err) from err
         except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
             if not is_lm_failure(err):
                 raise
@@ -249,6 +253,8 @@ class PredictorReward:
             try:
                 scored = score_group(self.reward, self.examples[index], [p for _, p in rows],
                                      failure_score=self.failure_reward)
+            except (LMAuthError, LMBillingError) as err:  # as in score()
+                raise ProviderRefused(err) from err
             except Exception as err:  # noqa: BLE001 - is_lm_failure below: LM/parse failures counted, bugs re-raised
                 if not is_lm_failure(err):
                     raise
