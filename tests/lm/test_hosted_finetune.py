@@ -75,8 +75,9 @@ def test_finetune_estimate_cap_resume_and_report_to(judge_server, tiny_model_dir
     assert summary["usage"]["total"]["cost"] == pytest.approx(judge_server.billed, rel=1e-6)
     assert "stopped at the cost cap" in capped.out and "--resume" in capped.out
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
-    steps_capped = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps_capped == list(range(1, summary["steps"] + 1))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == list(range(1, summary["steps"] + 1))
+    assert 0 < rows[0]["cost"] < rows[-1]["cost"] <= usage["total"]["cost"]  # each step's spend so far, in USD
 
     assert main([*base, "--resume", "--max-cost", "1", "--report-to", "wandb"]) == 0
     resumed = capsys.readouterr()

@@ -13,7 +13,7 @@ scheduler at `on_train_begin` and the RNG right before the first resumed step. T
 at the newest folder and is replaced atomically, so a crash leaves the previous checkpoint usable.
 
 Cost cap. With a `meter` (dspyrl.lm.usage.UsageMeter) that has a cap, every step's metrics carry the run's LM spend
-(`lm_cost`, USD: the reward's judge, say) and no step starts that the last step's cost says would reach the cap: training
+(`cost`, USD so far: the reward's judge, say) and no step starts that the last step's cost says would reach the cap: training
 stops there, checkpointed whatever `save_every` says, and checkpoint.json keeps the spend, the last step's cost and
 `stopped: "cost_cap"` so a resume with a higher cap carries the spend on.
 
@@ -183,7 +183,7 @@ class RunCallback:
         if self.meter is not None:
             spent = self.meter.cost
             self.step_cost, self._spent = spent - self._spent, spent
-            metrics["lm_cost"] = spent
+            metrics["cost"] = spent  # USD so far, as prompt GRPO's metrics have it
             if state.global_step < self.total_steps and self.meter.over_cap(projected=self.step_cost):
                 self.stopped, control.should_training_stop = "cost_cap", True
         self.run.log_metrics(metrics)
