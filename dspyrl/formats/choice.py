@@ -55,6 +55,8 @@ def guided_choice_route(lm) -> str | None:
 
     if isinstance(getattr(lm, "engine", None), LocalEngine):
         return "engine"
+    if str(getattr(lm, "model", "")).startswith("openrouter/"):  # OpenRouter LMs carry an api_base, yet are hosted
+        return None
     kwargs = getattr(lm, "kwargs", {}) or {}
     if kwargs.get("api_base") or kwargs.get("base_url"):
         return "server"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import types
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import dspy
 
@@ -37,8 +37,9 @@ def _literal(text: str) -> str:
     return json.dumps(text)  # a Lark string literal has JSON's escapes
 
 
-def _value_rule(annotation) -> str:
-    """The Lark right-hand side for one field's value."""
+def _value_rule(annotation, metadata: list | tuple = ()) -> str:
+    """The Lark right-hand side for one field's value; `metadata` is the field's pydantic constraints (a signature
+    field keeps `Annotated[list[X], Field(min_length=3)]`'s constraints there, not in its annotation)."""
     values = finite_values(annotation)
     if values is not None:
         return " | ".join(_literal(render_value(v)) for v in values)
@@ -56,7 +57,8 @@ def _value_rule(annotation) -> str:
 
     from dspyrl.lm.constraints import JSON_OPTIONS, _bound_integers
 
-    schema = _bound_integers(TypeAdapter(annotation).json_schema())
+    typed = Annotated[(annotation, *metadata)] if metadata else annotation  # e.g. minItems / maxItems kept
+    schema = _bound_integers(TypeAdapter(typed).json_schema())
     schema["x-guidance"] = JSON_OPTIONS
     return "%json " + json.dumps(schema)
 
@@ -68,7 +70,7 @@ def reply_grammar(signature, max_text_tokens: int = MAX_TEXT_TOKENS) -> str:
         rule = f"f{index}"
         sep = "" if index == 0 else "\\n"
         lines.append(f'"{sep}{name}: " {rule}')
-        body = _value_rule(field.annotation)
+        body = _value_rule(field.annotation, field.metadata)
         free_text = field.annotation is str or set(get_args(field.annotation)) == {str, type(None)}
         rules.append(f"{rule}{f'[max_tokens={max_text_tokens}]' if free_text else ''}: {body}")
     return "start: " + " ".join(lines) + "\n" + "\n".join(rules) + "\n"

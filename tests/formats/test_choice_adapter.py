@@ -8,7 +8,7 @@ import dspy
 import pytest
 
 from dspyrl.formats import (ChoiceAdapter, CompactAdapter, format_choices_for, choice_outputs, guided_choice_route,
-                             label_balanced_demos)
+                             label_balanced_demos, resolve_format)
 from dspyrl.lm import local_lm
 
 
@@ -56,6 +56,9 @@ def test_routes_local_server_and_hosted():
     assert guided_choice_route(dspy.LM("openai/gpt-4o-mini", api_key="x")) is None
     assert guided_choice_route(dspy.LM("openai/tiny", api_base="http://127.0.0.1:9/v1", api_key="x")) == "server"
     assert not ChoiceAdapter().applies(dspy.LM("openrouter/meta/llama", api_key="x"), Sentiment)
+    # dspyrl's OpenRouter LMs name their address (api_base): still hosted, no vLLM fields sent there
+    openrouter = dspy.LM("openrouter/meta/llama", api_base="https://openrouter.ai/api/v1", api_key="x")
+    assert guided_choice_route(openrouter) is None and resolve_format("auto", openrouter) is None
 
 
 def _direct_best(lm, format, signature, inputs):

@@ -65,6 +65,21 @@ def test_the_grammar_sent_is_the_signatures(lm):
     assert "reasoning:" in sent["outputs"][0] and "\nsentiment: " in sent["outputs"][0]
 
 
+def test_a_fields_constraints_reach_the_grammar(lm):
+    """`Annotated[list[int], Field(min_length=3, max_length=3)]` keeps its bounds in the field's metadata, not in its
+    annotation: the grammar must still hold them, or a model may write [] (as a small judge did)."""
+    from typing import Annotated
+
+    import pydantic
+
+    signature = dspy.Signature("text -> numbers").with_updated_fields(
+        "numbers", type_=Annotated[list[int], pydantic.Field(min_length=3, max_length=3)])
+    assert '"minItems": 3' in reply_grammar(signature) and '"maxItems": 3' in reply_grammar(signature)
+    with dspy.context(lm=lm, adapter=StructuredAdapter()):
+        replies = [dspy.Predict(signature)(text=f"count {i}").numbers for i in range(4)]
+    assert all(len(r) == 3 and all(isinstance(x, int) for x in r) for r in replies)
+
+
 def test_auto_is_choice_for_labels_structured_otherwise_and_dspys_default_on_hosted(lm):
     auto = resolve_format("auto", lm)
     assert isinstance(auto, AutoFormat)

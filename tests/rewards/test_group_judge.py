@@ -22,10 +22,19 @@ EXAMPLES = [dspy.Example(question=q, answer=a).with_inputs("question")
 
 
 def shown_candidates(text: str) -> list[tuple[int, str]]:
-    """(shown number, output) pairs from the judge prompt's candidates field."""
-    body = text.split("[[ ## candidates ## ]]\n")[1].split("\n\nRespond with the corresponding output fields")[0]
+    """(shown number, output) pairs from the judge prompt's candidates field (DSPy's chat format or dspyrl's compact
+    layout, which the structured format writes)."""
+    body = re.split(r"\[\[ ## candidates ## \]\]\n|^candidates:\n", text, flags=re.MULTILINE)[1]
+    body = body.split("\n\nRespond with the corresponding output fields")[0]
     parts = re.split(r"(?:^|\n\n)\[(\d+)\]\n", body)[1:]
     return [(int(k), t) for k, t in zip(parts[::2], parts[1::2])]
+
+
+def reply_in_format(prompt: str, judgements: list[dict]) -> str:
+    """The judgements written the way the prompt asks: DSPy's chat fields, or the compact format's line."""
+    if "[[ ## candidates ## ]]" in prompt:
+        return chat(judgements=json.dumps(judgements))
+    return "judgements: " + json.dumps(judgements)
 
 
 def content_score(output: str) -> float:
@@ -34,9 +43,9 @@ def content_score(output: str) -> float:
 
 
 def fair_reply(messages) -> str:
-    shown = shown_candidates(last_user(messages))
-    return chat(judgements=json.dumps([{"candidate": k, "reason": f"len {len(t)}", "score": round(10 * content_score(t))}
-                                       for k, t in shown]))
+    prompt = last_user(messages)
+    return reply_in_format(prompt, [{"candidate": k, "reason": f"len {len(t)}", "score": round(10 * content_score(t))}
+                                    for k, t in shown_candidates(prompt)])
 
 
 def first_shown_bias_reply(messages) -> str:
@@ -129,17 +138,51 @@ def tiny_task_lm(tiny_model_dir):
 def test_rollouts_call_a_group_judge_once_per_group_on_the_tiny_model(tiny_task_lm, tiny_model_dir):
     from dspyrl.lm import local_lm
 
-    judge_lm = local_lm(str(tiny_model_dir), max_tokens=12)
+    # room for every candidate's entry: the reply is decoded under the judgements' grammar (the judge's default
+    # format on a local model), so even a random model's verdict parses
+    judge_lm = local_lm(str(tiny_model_dir), max_tokens=400, temperature=1.0)
     judge = RewardModule("Is the answer right?", judge_lm=judge_lm, mode="group", retries=1, failure_score=0.125)
-    batch = run_rollouts(Echo(), EXAMPLES, judge, group_size=4, lm=tiny_task_lm, num_threads=4, progress=False)
+    replies = ReplyRecorder()
+    with dspy.context(callbacks=[replies]):
+        batch = run_rollouts(Echo(), EXAMPLES, judge, group_size=4, lm=tiny_task_lm, num_threads=4, progress=False)
     assert batch.failures == 0 and len(batch.rollouts) == 12
     assert judge.stats.groups == 3  # one group judgement per example, not one per output
-    assert judge.stats.lm_attempts == 6  # the random model's judgement never parses: each retried once
-    assert judge.stats.failures == 3 and batch.reward_failures == 12
-    assert all(r.reward.total == 0.125 and "judge failed" in r.reward.feedback for r in batch.rollouts)
+    assert judge.stats.lm_attempts == 3 and judge.stats.failures == 0 and batch.reward_failures == 0
     # judge tokens are the judge's: counted in its stats, not in the task's batch counters
-    assert judge.stats.prompt_tokens > 0 and judge.stats.lm_calls >= 6
+    assert judge.stats.prompt_tokens > 0 and judge.stats.lm_calls == 3
     assert batch.lm_calls == 12
+    # each output got the score its shown number got in the judge's own reply, wherever the shuffle put it
+    checked = 0
+    for prompt, reply in replies.calls:
+        given = {e["candidate"]: e["score"] / 10 for e in json.loads(reply.split("judgements: ", 1)[1])}
+        shown = dict(shown_candidates(prompt))
+        assert sorted(given) == sorted(shown) == list(range(1, len(shown) + 1))
+        index = next(i for i, e in enumerate(EXAMPLES) if f"question: {e.question}\n" in prompt)
+        for rollout in (r for r in batch.rollouts if r.example_index == index):
+            number = next(k for k, text in shown.items() if text == rollout.prediction.answer.strip())
+            assert rollout.reward.total == given[number]
+            checked += 1
+    assert checked == 12 and len(replies.calls) == 3
+
+
+class ReplyRecorder(dspy.utils.callback.BaseCallback):
+    """(last user message, reply text) of every LM call."""
+
+    def __init__(self):
+        self.calls, self._prompts, self._lock = [], {}, threading.Lock()
+
+    def on_lm_start(self, call_id, instance, inputs):
+        from dspyrl.lm.local import request_to_messages
+
+        request = inputs.get("prompt")  # the formats call the LM with one canonical Request
+        if hasattr(request, "config"):
+            self._prompts[call_id] = last_user(request_to_messages(request))
+
+    def on_lm_end(self, call_id, outputs, exception=None):
+        prompt = self._prompts.pop(call_id, None)
+        if prompt is not None and exception is None and "candidates" in prompt:
+            with self._lock:
+                self.calls.append((prompt, outputs.text))
 
 
 # ----------------------------------------------------------------------------------------------- over HTTP
