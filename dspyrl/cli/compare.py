@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dspyrl.cli.options import (ModelOptions, SpendOptions, add_settings, check_format, judge_lm as build_judge_lm,
-                                settings_of)
+from dspyrl.cli.options import (ModelOptions, RewardOptions, SpendOptions, add_settings, build_reward, check_format,
+                                check_reward_options, judge_lm as build_judge_lm, settings_of)
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 
 
 @dataclass(kw_only=True)
-class CompareConfig(ModelOptions, SpendOptions):
+class CompareConfig(ModelOptions, RewardOptions, SpendOptions):
     """`dspyrl compare`'s options (the CLI's options are these fields)."""
 
     a: str = setting(help="arm A (e.g. baseline)", positional=True)
@@ -56,7 +56,7 @@ def run_command(args) -> int:
                   limit=c.limit, max_tokens=c.max_tokens, judge_max_tokens=c.judge_max_tokens, num_threads=c.threads,
                   temperature=c.temperature, seed=c.seed, cache=not c.no_cache, format=c.format,
                   force=c.force, api_base=c.api_base, timeout=c.timeout, num_retries=c.num_retries,
-                  max_cost=c.max_cost, estimate=c.estimate)
+                  max_cost=c.max_cost, estimate=c.estimate, judge_mode=c.judge_mode, reward_model=c.reward_model)
     return 0
 
 
@@ -65,7 +65,8 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
                   limit: int | None = None, max_tokens: int = 128, format: str | None = None,
                   judge_max_tokens: int = ModelOptions.judge_max_tokens, force: bool = False, console=None,
                   api_base: str | None = None, timeout: float | None = None, num_retries: int | None = None,
-                  max_cost: float | None = None, estimate: bool = False, **settings):
+                  max_cost: float | None = None, estimate: bool = False, judge_mode: str = "per-sample",
+                  reward_model: str | None = None, **settings):
     """`dspyrl compare A B`: resolve the arms and the data, run, print the table, write comparison.json + report.html.
 
     The data are `--data FILE` (checked against the program's own examples' fields) or, without it, the program's
@@ -73,7 +74,8 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     `api_base`, `timeout`, `num_retries` and the cache (`cache=` among `settings`) reach every LM built here, the two
     arms' and the judge's, as `task_lm`/`judge_lm` give them to other commands. `max_cost` caps the spend of every
     LM call (ModelComparator); `estimate` prints the expected calls and cost, builds the arms (no LM is called) and
-    stops before any folder is written."""
+    stops before any folder is written. `judge_mode` / `reward_model` build the reward both arms are scored with
+    (RewardOptions); the pairwise judge is `judge` either way."""
     from datetime import datetime
 
     from rich.console import Console
@@ -102,6 +104,9 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     if estimate:
         console.print(estimate_comparison(arms({}), examples, judge, max_tokens, judge_max_tokens, max_cost))
         return None
+    reward_options = RewardOptions(judge_mode=judge_mode, reward_model=reward_model)
+    # beside a reward model --judge is only the pairwise judge
+    check_reward_options(reward_options, judged=bool(judge) and reward_model is None)
     # claimed before any model loads: an earlier comparison in --out is not replaced without --force
     from dspyrl.runs import COMPARISON, RunFolder, content_hash
 
@@ -109,7 +114,8 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     rows = [dict(example.items()) for example in examples]
     run = RunFolder(out, force=force, fingerprint={"command": "compare", "program": program_file.name, "a": a, "b": b,
                                                    "data": content_hash(rows), "model": model, "format": format,
-                                                   "judge": judge})
+                                                   "judge": judge, "judge_mode": judge_mode,
+                                                   "reward_model": reward_model})
     if run.file(COMPARISON).exists() and not force:
         raise ConfigError(f"{out} already holds a comparison", hint="choose another --out or pass --force")
     check_format(format, program_file.build_program(), None)  # before any model loads
@@ -127,7 +133,7 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
         arm_b.format = resolve_format(format, arm_b.lm)
     if arm_a.name == arm_b.name:  # two runs named 'program' from different folders: keep them apart in the report
         arm_a.name, arm_b.name = f"{arm_a.name} (A)", f"{arm_b.name} (B)"
-    reward = program_file.build_reward(judge_lm=judge_lm)
+    reward = build_reward(program_file, reward_options, None if reward_model else judge_lm)
     judge_module = None
     if judge_lm is not None:
         from dspyrl.rewards.judge import RewardModule
@@ -140,7 +146,8 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
                                  **settings)
     result = comparator.run()
     result.settings.update({"program": program_file.name, "data": data or f"{program_file.name} ({split} split)",
-                            "model": model, "judge": judge, "max_tokens": max_tokens, "format": format})
+                            "model": model, "judge": judge, "judge_mode": judge_mode,
+                            "reward_model": reward_model, "max_tokens": max_tokens, "format": format})
     report = result.save(out)
     _write_summary(run, result, program_file.name, model, format, data or f"{program_file.name} ({split} split)")
     run.release()

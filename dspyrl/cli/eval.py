@@ -20,13 +20,13 @@ from typing import Any
 
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
-from dspyrl.cli.options import (ModelOptions, add_settings, check_format, judge_lm as build_judge_lm, run_fingerprint,
-                                settings_of, task_lm)
+from dspyrl.cli.options import (ModelOptions, RewardOptions, add_settings, build_reward, check_format,
+                                check_reward_options, judge_lm as build_judge_lm, run_fingerprint, settings_of, task_lm)
 from dspyrl.score import summarize  # noqa: F401  (its home was here; callers may still import it from dspyrl.cli.eval)
 
 
 @dataclass(kw_only=True)
-class EvalConfig(ModelOptions):
+class EvalConfig(ModelOptions, RewardOptions):
     """What `dspyrl eval` evaluates and how (the CLI's options are these fields)."""
 
     program: str = setting(help="a ready program name (e.g. sentiment) or a path to a program .py file", positional=True)
@@ -52,6 +52,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     from dspyrl.formats import resolve_format
     from dspyrl.data import DataSpec, load_examples
     from dspyrl.program_file import load_program_file, program_fingerprint
+    from dspyrl.rewards.judge import judges_in
     from dspyrl.runs import CONFIG, RESULTS, SUMMARY, RunFolder
     from dspyrl.score import score_entry, score_program
 
@@ -67,8 +68,10 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     if config.limit:
         examples = examples[: config.limit]
     # the folder is claimed before any model loads: a wrong --out costs nothing
+    check_reward_options(config, judged=bool(config.judge or judge_lm))  # before the run folder is claimed and any model loads
     run = RunFolder(out, force=config.force, fingerprint=run_fingerprint("eval", spec, program, examples, config,
-                                                                         ["judge", "temperature", "max_tokens"]))
+                                                                         ["judge", "judge_mode", "reward_model",
+                                                                          "temperature", "max_tokens"]))
     if run.file(SUMMARY).exists() and not config.force:
         raise ConfigError(f"run folder {out} already holds an evaluation", hint="choose another --out or pass --force")
 
@@ -78,7 +81,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
             lm = task_lm(config, temperature=config.temperature)
     if judge_lm is None and config.judge:
         judge_lm = build_judge_lm(config)
-    reward = spec.build_reward(judge_lm=judge_lm)
+    reward = build_reward(spec, config, judge_lm)
     chosen_format = resolve_format(config.format, lm)
     check_format(config.format, program, lm)
 
@@ -92,9 +95,10 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     summary = {"command": "eval", "program": spec.name, "model": config.model, "format": config.format,
                "data": config.data or "(program's own)", "scores": {"eval": score_entry(summary)},
                "judge": config.judge, **summary}
-    judges = _judges(reward)
+    judges = judges_in(reward)
     if judges:
-        summary["judge_stats"] = {name: {"judgements": j.stats.judgements, "cache_hits": j.stats.cache_hits,
+        summary["judge_stats"] = {name: {"mode": j.mode, "judgements": j.stats.judgements, "groups": j.stats.groups,
+                                         "lm_calls": j.stats.lm_calls, "cache_hits": j.stats.cache_hits,
                                          "lm_attempts": j.stats.lm_attempts, "failures": j.stats.failures,
                                          "failure_rate": j.stats.failure_rate,
                                          "inconsistency_rate": j.stats.inconsistency_rate}
@@ -125,8 +129,9 @@ def summary_table(summary: dict[str, Any]):
                   + (f"  {_counts(summary['error_types'])}" if summary["error_types"] else ""))
     table.add_row("reward failures (judge)", str(summary["reward_failures"]))
     for name, stats in (summary.get("judge_stats") or {}).items():
-        table.add_row(f"  {name}: judgements / cached / failed",
-                      f"{stats['judgements']} / {stats['cache_hits']} / {stats['failures']}")
+        asked = stats["groups"] if stats.get("mode") == "group" else stats["judgements"]
+        table.add_row(f"  {name}: {'groups' if stats.get('mode') == 'group' else 'judgements'} / cached / failed",
+                      f"{asked} / {stats['cache_hits']} / {stats['failures']}")
     table.add_row("LM calls (cut off at max tokens)", f"{summary['lm_calls']} ({summary.get('truncated', 0)})")
     table.add_row("tokens in / out", f"{summary['prompt_tokens']} / {summary['completion_tokens']}")
     if summary["cost"]:
@@ -145,18 +150,6 @@ def _result_row(rollout, example) -> dict[str, Any]:
     row["inputs"] = dict(example.inputs())
     row["gold"] = {k: v for k, v in example.items() if k not in row["inputs"]}
     return row
-
-
-def _judges(reward) -> dict[str, Any]:
-    """The RewardModule judges inside a reward (itself, or components of a WeightedReward)."""
-    from dspyrl.rewards.combine import WeightedReward
-    from dspyrl.rewards.judge import RewardModule
-
-    if isinstance(reward, RewardModule):
-        return {reward.name: reward}
-    if isinstance(reward, WeightedReward):
-        return {c.name: c.reward for c in reward.components if isinstance(c.reward, RewardModule)}
-    return {}
 
 
 # ---------------------------------------------------------------- the command line

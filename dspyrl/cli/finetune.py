@@ -20,8 +20,8 @@ from rich.table import Table
 from dspyrl.config import check_settings, setting
 from dspyrl.runs import PROGRAM, RunFolder
 from dspyrl.score import score_entry, score_program
-from dspyrl.cli.options import (ModelOptions, ReportOptions, SpendOptions, add_settings, judge_lm, run_fingerprint,
-                                settings_of, task_lm)
+from dspyrl.cli.options import (ModelOptions, ReportOptions, RewardOptions, SpendOptions, add_settings, build_reward,
+                                check_reward_options, judge_lm, run_fingerprint, settings_of, task_lm)
 
 METHODS = ("grpo", "dpo")
 TRAINABLE_FORMATS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
@@ -59,9 +59,10 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
         console.print(estimate_spend(config, method_config(**settings), student, train, val, test))
         return {"estimate": True}
     out = Path(out or Path("runs") / f"{spec.name}-{method}-{datetime.now():%Y%m%d-%H%M%S}")
+    check_reward_options(config, judged=bool(config.judge))  # before the run folder is claimed and any model loads
     # claimed before any model loads; the step count and the threads may change on resume, nothing else
-    fingerprint = run_fingerprint("finetune", spec, student, examples, config, ["judge", "method", "pairs", "seed",
-                                                                              "max_tokens"])
+    fingerprint = run_fingerprint("finetune", spec, student, examples, config, ["judge", "judge_mode", "reward_model",
+                                                                              "method", "pairs", "seed", "max_tokens"])
     fingerprint["training"] = {k: v for k, v in settings.items() if k not in ("steps", "num_threads")}
     run = RunFolder(out, resume=resume, force=config.force, fingerprint=fingerprint)
     console.print(f"[bold]dspyrl finetune[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{model}[/cyan] with LoRA "
@@ -70,7 +71,7 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
     with console.status("loading the model…"):
         lm = task_lm(config)
         reward_judge = judge_lm(config)
-    reward = spec.build_reward(judge_lm=reward_judge)
+    reward = build_reward(spec, config, reward_judge)
     dspy_format = resolve_format(format)
     # The weights learn to answer in this format: pinned on the student, every scoring run here uses it, and the saved
     # program keeps it, so `dspyrl compare` of the run folder asks the tuned model the way it was trained.
@@ -166,7 +167,7 @@ def estimate_spend(config: FinetuneConfig, method_config, student, train, val, t
 
 
 @dataclass(kw_only=True)
-class FinetuneConfig(ModelOptions, SpendOptions, ReportOptions):
+class FinetuneConfig(ModelOptions, RewardOptions, SpendOptions, ReportOptions):
     """`dspyrl finetune`'s options. A training setting left at None keeps the method's own config default
     (LoraGRPOConfig / LoraDPOConfig); the help text shows both."""
 

@@ -22,8 +22,9 @@ from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 from dspyrl.runs import PROGRAM, RunFolder
 from dspyrl.score import score_entry, score_program
-from dspyrl.cli.options import (ModelOptions, ReportOptions, SpendOptions, add_settings, check_format, judge_lm,
-                                lm_settings, report_callbacks, run_fingerprint, settings_of, task_lm)
+from dspyrl.cli.options import (ModelOptions, ReportOptions, RewardOptions, SpendOptions, add_settings, build_reward,
+                                check_format, check_reward_options, judge_lm, lm_settings, report_callbacks,
+                                run_fingerprint, settings_of, task_lm)
 
 
 def optimize_program(config: OptimizeConfig, *, console: Console | None = None, **grpo_settings) -> dict:
@@ -50,9 +51,10 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
         console.print(estimate_spend(config, grpo_config, student, train, val, test))
         return {"estimate": True}
     out = Path(config.out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    check_reward_options(config, judged=bool(config.judge))  # before the run folder is claimed and any model loads
     # claimed before any model loads; the budget and the threads may change on resume, nothing else
-    fingerprint = run_fingerprint("optimize", spec, student, examples, config, ["judge", "reflection_model", "seed",
-                                  "fixed_format", "max_tokens"])
+    fingerprint = run_fingerprint("optimize", spec, student, examples, config, ["judge", "judge_mode", "reward_model",
+                                  "reflection_model", "seed", "fixed_format", "max_tokens"])
     fingerprint["grpo"] = {k: v for k, v in dataclasses.asdict(grpo_config).items()
                            if k not in ("max_metric_calls", "num_threads", "max_cost")}
     run = RunFolder(out, resume=config.resume, force=config.force, fingerprint=fingerprint)
@@ -65,7 +67,7 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
         reward_judge = judge_lm(config)
         reflection_lm = assign_role(lm_from_spec(config.reflection_model, temperature=1.0, **lm_settings(config)),
                                     "reflection") if config.reflection_model else None
-    reward = spec.build_reward(judge_lm=reward_judge)
+    reward = build_reward(spec, config, reward_judge)
     chosen_format = resolve_format(config.format, lm)
     check_format(config.format, student, lm)
 
@@ -83,14 +85,17 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
             for reporter in reporters:
                 reporter.close()
         optimize_s = time.perf_counter() - started
-        with console.status("scoring the optimized program on the test split…"):
-            after, _ = score_program(optimized, test, reward, lm, num_threads=threads)
+        state = optimizer.state
+        scores = {"test_before": score_entry(before)}
+        after = {"lm_calls": 0, "tokens": 0, "cost": 0.0, "wall_s": 0.0}
+        if state.stopped != "cost_cap":  # at the cap, scoring the test split would spend past it (as finetune)
+            with console.status("scoring the optimized program on the test split…"):
+                after, _ = score_program(optimized, test, reward, lm, num_threads=threads)
+            scores["test_after"] = score_entry(after)
 
-    state = optimizer.state
     summary = run.write_summary({
         "command": "optimize", "program": spec.name, "model": config.model, "format": config.format,
-        "data": f"{spec.name} (train/val/test split, seed {seed})",
-        "scores": {"test_before": score_entry(before), "test_after": score_entry(after)},
+        "data": f"{spec.name} (train/val/test split, seed {seed})", "scores": scores,
         "lm_calls": before["lm_calls"] + state.lm_calls + after["lm_calls"],
         "tokens": before["tokens"] + state.tokens + after["tokens"],
         "cost": before["cost"] + state.cost + after["cost"], "wall_s": before["wall_s"] + optimize_s + after["wall_s"],
@@ -104,7 +109,8 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
     console.print(meter.summary_line())
     if state.stopped == "cost_cap":
         console.print(f"[bold]stopped at the cost cap[/bold]: GRPO spent ${optimizer.meter.cost:.4f} of "
-                      f"${config.max_cost:.4f}, checkpointed; continue with --resume --out {out} --max-cost <higher>")
+                      f"${config.max_cost:.4f}, checkpointed, the test split not scored again; continue with --resume --out {out} "
+                      "--max-cost <higher>")
     return summary
 
 
@@ -113,10 +119,11 @@ def show_story(console: Console, summary: dict, optimized) -> None:
     table = Table(title=f"{summary['program']} on {summary['model']}{starting}: held-out test split")
     for column in ("program", "test score", "failed runs", "metric calls", "wall time"):
         table.add_column(column, justify="right")
-    before, after = summary["scores"]["test_before"], summary["scores"]["test_after"]
+    before, after = summary["scores"]["test_before"], summary["scores"].get("test_after")
     table.add_row("starting", f"{before['score']:.1%}", f"{before['failures']}/{before['n']}", "", "")
-    table.add_row("GRPO-optimized", f"{after['score']:.1%}", f"{after['failures']}/{after['n']}",
-                  str(summary["metric_calls"]), f"{summary['optimize_wall_s']:.0f} s")
+    table.add_row("GRPO-optimized", f"{after['score']:.1%}" if after else "not scored (cost cap)",
+                  f"{after['failures']}/{after['n']}" if after else "", str(summary["metric_calls"]),
+                  f"{summary['optimize_wall_s']:.0f} s")
     console.print(table)
     diff = summary.get("val_vs_start")
     if diff:  # the evidence GRPO selected on: paired, on the valset (the test split above is the honest score)
@@ -156,7 +163,7 @@ def estimate_spend(config, grpo_config, student, train, val, test) -> str:
 
 # ---------------------------------------------------------------- the command line
 @dataclass(kw_only=True)
-class OptimizeConfig(ModelOptions, SpendOptions, ReportOptions):
+class OptimizeConfig(ModelOptions, RewardOptions, SpendOptions, ReportOptions):
     """`dspyrl optimize`'s own options; GRPO's (--budget, --group-size, --batch-size) are GRPOConfig fields."""
 
     program: str = setting(help="a ready program name (e.g. sentiment) or a path to a program .py file", positional=True)

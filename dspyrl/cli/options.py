@@ -61,6 +61,68 @@ class ModelOptions:
     no_cache: bool = setting(False, "ask the models again instead of replaying DSPy's cache of earlier replies")
 
 
+JUDGE_MODES = ("per-sample", "group")  # the CLI's names for RewardModule's modes (sample, group)
+
+
+@dataclass(kw_only=True)
+class RewardOptions:
+    """How a command that scores a program builds its reward (eval, optimize, finetune, compare): `build_reward`."""
+
+    judge_mode: str = setting("per-sample", "how the program's LM judge (--judge) scores: per-sample (one call per "
+                                            "output) or group (one call scores the outputs of one example side by "
+                                            "side, shown in a recorded shuffled order; the G outputs of a GRPO group, "
+                                            "or one output where a command makes one per example)",
+                              choices=JUDGE_MODES)
+    reward_model: str | None = setting(None, "a trained reward-model folder (`dspyrl train-reward`): it scores every "
+                                             "output instead of the program's reward, a group in one batch")
+
+
+def check_reward_options(options: RewardOptions, *, judged: bool) -> None:
+    """What `build_reward` would refuse, found before any model loads (one line, exit 2). `judged`: a judge LM will
+    score the program's reward (--judge; compare's pairwise judge is not that)."""
+    from pathlib import Path
+
+    from dspyrl.errors import ConfigError, ModelError
+    from dspyrl.rewards.reward_model import META
+
+    if options.reward_model is None:
+        if options.judge_mode == "group" and not judged:
+            raise ConfigError("--judge-mode group needs an LM judge: pass --judge MODEL")
+        return
+    if options.judge_mode == "group":
+        raise ConfigError("--judge-mode group is how an LM judge scores; --reward-model replaces the program's reward "
+                          "(its judge included), so pass one of them")
+    if judged:
+        raise ConfigError("--reward-model replaces the program's reward, so --judge would score nothing; pass one "
+                          "of them")
+    if not (Path(options.reward_model).expanduser() / META).is_file():
+        raise ModelError(f"--reward-model {options.reward_model}: not a reward model folder (no {META} in it)",
+                         hint="train one with: dspyrl train-reward PAIRS.jsonl --out FOLDER")
+
+
+def build_reward(spec, options: RewardOptions, judge_lm=None):
+    """The reward a command scores with: `--reward-model`'s RewardModel, else the program's reward built with
+    `judge_lm`, its LM judges set to `--judge-mode`. A group mode with no LM judge to apply it to is a ConfigError."""
+    from dspyrl.errors import ConfigError
+
+    check_reward_options(options, judged=judge_lm is not None)
+    if options.reward_model is not None:
+        from dspyrl.rewards.reward_model import RewardModel
+
+        return RewardModel(options.reward_model)
+    reward = spec.build_reward(judge_lm=judge_lm)
+    if options.judge_mode == "group":
+        from dspyrl.rewards.judge import judges_in
+
+        judges = judges_in(reward)
+        if not judges:
+            raise ConfigError(f"--judge-mode group needs an LM judge (a RewardModule) in the reward of {spec.name}, "
+                              "and it has none")
+        for judge in judges.values():
+            judge.mode = "group"
+    return reward
+
+
 @dataclass(kw_only=True)
 class SpendOptions:
     """The cost cap and the dry estimate, for commands that may spend a lot (optimize, finetune, compare)."""

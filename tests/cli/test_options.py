@@ -4,6 +4,8 @@ The model is a path that does not exist: had a command got as far as loading it,
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dspyrl.cli import main
@@ -51,6 +53,18 @@ CASES = [  # (argv, what the one line says)
     (["optimize", "{tmp}/returns_none.py"], "returns_none.py: build_program() returned NoneType, not a dspy.Module"),
     (["eval", "{tmp}/no_examples.py"], "no_examples.py: load_examples() returned no examples"),
     (["optimize", "sentiment", "--out", "{tmp}/not_a_run"], "not_a_run is not empty and was not made by a dspyrl run"),
+    # the reward options (RewardOptions): checked before the run folder is claimed and before any model loads
+    (["eval", "sentiment", "--judge-mode", "pairwise"], "argument --judge-mode: invalid choice: 'pairwise'"),
+    (["eval", "sentiment", "--judge-mode", "group"], "--judge-mode group needs an LM judge: pass --judge MODEL"),
+    (["eval", "sentiment", "--reward-model", "{tmp}/not_a_run"], "not_a_run: not a reward model folder"),
+    (["optimize", "sentiment", "--reward-model", "{tmp}/nowhere"], "nowhere: not a reward model folder"),
+    (["finetune", "sentiment", "--reward-model", "{tmp}/a_file"], "a_file: not a reward model folder"),
+    (["compare", "baseline", "baseline", "--reward-model", "{tmp}/not_a_run", "--judge", NO_MODEL],
+     "not_a_run: not a reward model folder"),
+    (["finetune", "sentiment", "--judge-mode", "group", "--reward-model", "{tmp}/not_a_run"],
+     "--judge-mode group is how an LM judge scores; --reward-model replaces the program's reward"),
+    (["optimize", "sentiment", "--reward-model", "{tmp}/not_a_run", "--judge", NO_MODEL],
+     "--reward-model replaces the program's reward, so --judge would score nothing"),
 ]
 
 
@@ -76,3 +90,88 @@ def test_help_shows_the_config_dataclass_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default: {GRPOConfig.max_metric_calls})" in text and "--budget" in text
     assert "completion limit of the judge LM, the same in every command (default: 256)" in text
+
+
+# ----------------------------------------------------------------------------------------------- the reward options
+@pytest.fixture(scope="module")
+def reward_model_dir(tiny_model_dir, tmp_path_factory):
+    """A reward model trained for two steps on the tiny model: what it has learnt does not matter here, only that the
+    commands score with it."""
+    from dspyrl.rewards.reward_model import RewardModelConfig, train_reward_model
+    from tests.rewards.test_reward_model import marker_pairs
+
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    train_reward_model(marker_pairs(8), RewardModelConfig(model=str(tiny_model_dir), out=str(out), steps=2,
+                                                          batch_size=4), progress=False)
+    return out
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+def test_eval_and_compare_score_with_a_reward_model(tiny_model_dir, reward_model_dir, tmp_path):
+    import dspy
+
+    from dspyrl.program_file import load_program_file
+    from dspyrl.rewards import RewardModel
+
+    out = tmp_path / "eval"
+    assert main(["eval", "sentiment", "--model", str(tiny_model_dir), "--reward-model", str(reward_model_dir),
+                 "--limit", "3", "--out", str(out)]) == 0
+    summary = _json(out / "summary.json")
+    assert set(summary["components"]) == {"reward_model"} and summary["reward_failures"] == 0
+    assert _json(out / "config.json")["reward_model"] == str(reward_model_dir)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    examples = load_program_file("sentiment").load_examples()[:3]
+    model = RewardModel(reward_model_dir)  # what the command scored with: the folder's model, not the exact label
+    for row, example in zip(rows, examples):
+        expected = model(example, dspy.Prediction(**row["prediction"])).total
+        assert row["reward"]["total"] == pytest.approx(expected, abs=1e-6) and 0.0 < expected < 1.0
+
+    compared = tmp_path / "compare"
+    assert main(["compare", "baseline", "baseline", "--model", str(tiny_model_dir), "--reward-model",
+                 str(reward_model_dir), "--limit", "3", "--out", str(compared)]) == 0
+    comparison = _json(compared / "comparison.json")
+    assert comparison["settings"]["reward_model"] == str(reward_model_dir) and comparison["stats"]["n"] == 3
+    assert all(0.0 < row["reward_a"] < 1.0 for row in comparison["examples"])  # σ(logit), not the exact label's 0/1
+
+
+def test_eval_judge_mode_group_makes_one_judge_call_per_example(tiny_model_dir, tmp_path):
+    runs = {}
+    for mode in ("per-sample", "group"):
+        out = tmp_path / mode
+        assert main(["eval", "qa_cot", "--model", str(tiny_model_dir), "--judge", str(tiny_model_dir), "--judge-mode",
+                     mode, "--limit", "2", "--max-tokens", "12", "--judge-max-tokens", "200", "--out", str(out)]) == 0
+        runs[mode] = _json(out / "summary.json")["judge_stats"]["judge"]
+    scored = 2 - _json(tmp_path / "group" / "summary.json")["failures"]  # a run whose answer did not parse is not judged
+    assert runs["group"]["mode"] == "group" and runs["group"]["groups"] == scored and runs["group"]["judgements"] == 0
+    assert runs["per-sample"]["mode"] == "sample" and runs["per-sample"]["groups"] == 0
+    # under the judge's grammar (its default format on a local model) the random judge's verdicts parse
+    assert runs["group"]["failures"] == 0 and runs["group"]["lm_calls"] == scored
+
+
+def test_finetune_trains_against_a_reward_model(tiny_model_dir, reward_model_dir, tmp_path):
+    program = tmp_path / "free_text.py"  # a free-text answer: the compact format reads any reply, so runs are scored
+    program.write_text(FREE_TEXT)  # its own reward is 1.0 for every run
+    out = tmp_path / "run"
+    args = ["finetune", str(program), "--model", str(tiny_model_dir), "--steps", "1", "--max-tokens", "8", "--format",
+            "compact", "--num-generations", "2", "--threads", "2", "--out", str(out)]
+    assert main(args + ["--reward-model", str(reward_model_dir)]) == 0
+    summary = _json(out / "summary.json")
+    for split in ("test_before", "test_after"):  # a σ(logit) mean: the reward model scored, not the program's 1.0
+        assert summary["scores"][split]["failures"] == 0 and 0.0 < summary["scores"][split]["score"] < 1.0
+    assert [m["step"] for m in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1]
+    # another reward is another run: resuming it with the program's own reward is refused
+    assert main(args + ["--steps", "2", "--resume"]) == 2
+
+
+def test_optimize_scores_with_a_reward_model(tiny_model_dir, reward_model_dir, tmp_path):
+    program = tmp_path / "free_text.py"
+    program.write_text(FREE_TEXT)  # its own reward is 1.0 for every run
+    out = tmp_path / "run"
+    assert main(["optimize", str(program), "--model", str(tiny_model_dir), "--reward-model", str(reward_model_dir),
+                 "--budget", "8", "--group-size", "2", "--batch-size", "1", "--max-tokens", "8", "--format",
+                 "compact", "--fixed-format", "--out", str(out)]) == 0
+    scores = _json(out / "summary.json")["scores"]
+    assert all(0.0 < entry["score"] < 1.0 for entry in scores.values()), scores  # σ(logit) means, not 1.0
