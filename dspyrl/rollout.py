@@ -146,6 +146,23 @@ class RolloutBatch:
                 "error_types": dict(self.error_types)}
 
 
+def best_and_worst(rollouts: list[Rollout], *, min_gap: float = 0.0) -> list[tuple[int, Rollout, Rollout, float]]:
+    """(example index, best rollout, worst rollout, reward gap) for each example whose best and worst rewards differ
+    by more than `min_gap`, in example order: the preference pair of a group, as DPO trains on it and a reward model
+    learns from it (each decides what of the two runs it keeps)."""
+    groups: dict[int, list[Rollout]] = {}
+    for rollout in rollouts:
+        groups.setdefault(rollout.example_index, []).append(rollout)
+    chosen = []
+    for index in sorted(groups):
+        best = max(groups[index], key=lambda r: r.reward.total)
+        worst = min(groups[index], key=lambda r: r.reward.total)
+        gap = float(best.reward.total - worst.reward.total)
+        if gap > min_gap:
+            chosen.append((index, best, worst, gap))
+    return chosen
+
+
 # ----------------------------------------------------------------------------------------------- call capture
 class _CallRecorder(BaseCallback):
     """Collects one rollout's predictor calls and token usage. It is installed only in that rollout's dspy.context,

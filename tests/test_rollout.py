@@ -172,3 +172,25 @@ def test_settings_errors():
             run_rollouts(dspy.Predict("q -> a"), EXAMPLES, length_reward, progress=False)
     with pytest.raises(ConfigError, match="group_size"):
         run_rollouts(dspy.Predict("q -> a"), EXAMPLES, length_reward, group_size=0, progress=False)
+
+
+def test_best_and_worst_is_the_pair_dpo_and_the_reward_model_both_take():
+    from dspyrl.optim.weights.dpo import preference_pairs
+    from dspyrl.rewards.reward_model import reward_pairs
+    from dspyrl.rollout import PredictorCall, Rollout, best_and_worst
+
+    def run(example, sample, reward, answer, error=None):
+        call = PredictorCall("self", [{"role": "user", "content": f"q{example}"}], answer, {"answer": answer})
+        return Rollout(example, sample, {}, None if error else dspy.Prediction(answer=answer), [call],
+                       RewardResult(reward, {}), error=error)
+
+    rollouts = [run(0, 0, 0.2, "low"), run(0, 1, 0.9, "high"), run(0, 2, 0.5, "mid"),
+                run(1, 0, 0.4, "same"), run(1, 1, 0.4, "also"),  # no gap: no pair
+                run(2, 0, 0.7, "ok"), run(2, 1, 0.0, "broken", error="AdapterParseError: x")]
+    picked = [(i, best.prediction.answer, worst.calls[0].completion, gap) for i, best, worst, gap in best_and_worst(rollouts)]
+    assert picked == [(0, "high", "low", pytest.approx(0.7)), (2, "ok", "broken", pytest.approx(0.7))]
+    assert best_and_worst(rollouts, min_gap=0.7) == []
+    examples = [dspy.Example(question=f"q{i}").with_inputs("question") for i in range(3)]
+    # DPO keeps the failed run as the rejected one; a reward model never sees failed runs, so example 2 has no pair
+    assert [(p["chosen"], p["rejected"]) for p in preference_pairs(rollouts)] == [("high", "low"), ("ok", "broken")]
+    assert [(p["chosen"], p["rejected"]) for p in reward_pairs(rollouts, examples)] == [("high", "low")]

@@ -167,19 +167,15 @@ def reward_pairs(rollouts, examples: list, *, output_fields: list[str] | None = 
     """Best-vs-worst pairs per example from scored rollouts, in the form a RewardModel reads (module docstring).
 
     Unlike DPO's pairs (a predictor's formatted prompt and raw completion) these are the example's inputs and the
-    prediction's fields, because that is what a reward sees. Failed runs are left out; equal outputs make no pair."""
-    groups: dict[int, list] = {}
-    for rollout in rollouts:
-        if rollout.prediction is not None and rollout.error is None:
-            groups.setdefault(rollout.example_index, []).append(rollout)
+    prediction's fields, because that is what a reward sees. Failed runs are left out (a reward never sees them);
+    equal outputs make no pair. The best and worst of a group are chosen as DPO chooses them (`best_and_worst`)."""
+    from dspyrl.rollout import best_and_worst
+
+    scored = [r for r in rollouts if r.prediction is not None and r.error is None]
     pairs = []
-    for index in sorted(groups):
-        runs = groups[index]
-        best = max(runs, key=lambda r: r.reward.total)
-        worst = min(runs, key=lambda r: r.reward.total)
-        gap = float(best.reward.total - worst.reward.total)
+    for index, best, worst, gap in best_and_worst(scored, min_gap=min_gap):
         chosen, rejected = (prediction_output(r.prediction, output_fields) for r in (best, worst))
-        if gap > min_gap and chosen != rejected:
+        if chosen != rejected:
             pairs.append({"prompt": example_prompt(examples[index]), "chosen": chosen, "rejected": rejected,
                           "example_index": index, "gap": gap})
     return pairs

@@ -19,7 +19,6 @@ before/after) is shared with LoRA GRPO: see dspyrl.optim.weights.base.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,18 +129,12 @@ class LoraDPO(base.LocalWeightsOptimizer):
 
 
 def preference_pairs(rollouts, *, min_gap: float = 0.0) -> list[dict]:
-    """Best-vs-worst pairs per example from scored rollouts (see the module docstring)."""
-    groups = defaultdict(list)
-    for rollout in rollouts:
-        groups[rollout.example_index].append(rollout)
+    """Best-vs-worst pairs per example from scored rollouts (see the module docstring); failed runs take part (a
+    failed run's completion may be the rejected one)."""
+    from dspyrl.rollout import best_and_worst
+
     pairs = []
-    for index in sorted(groups):
-        runs = groups[index]
-        best = max(runs, key=lambda r: r.reward.total)
-        worst = min(runs, key=lambda r: r.reward.total)
-        gap = float(best.reward.total - worst.reward.total)
-        if gap <= min_gap:
-            continue
+    for index, best, worst, gap in best_and_worst(rollouts, min_gap=min_gap):
         for chosen in best.calls:
             rejected = next((c for c in worst.calls
                              if c.predictor == chosen.predictor and c.messages == chosen.messages), None)
