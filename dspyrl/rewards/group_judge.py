@@ -53,8 +53,9 @@ class CandidateScore(pydantic.BaseModel):
 def judgements_type(n: int):
     """The judgements of n shown candidates: read as `list[CandidateScore]` (any order, checked by `read_group`); its
     JSON schema, which a grammar-constrained format writes under, holds exactly n entries with entry k's `candidate`
-    fixed to k. So every shown number gets one score by construction: SmolLM2 under a schema without these bounds
-    wrote `[]`."""
+    fixed to k. So every shown number gets one score by construction: under a schema without these bounds the tiny
+    random model wrote `[]`, and SmolLM2-135M went on past the shown candidates ([3], [4], … for two) until
+    max_tokens cut the reply."""
     item = CandidateScore.model_json_schema()
     number = item["properties"]["candidate"]
     entries = [{**item, "properties": {**item["properties"], "candidate": {**number, "const": k}}}
