@@ -67,6 +67,8 @@ def test_optimize_capped_with_a_reflection_model_then_resumed(server, tmp_path, 
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "cost_cap"
+    assert "test_after" not in summary["scores"]  # no spend past the cap
+    assert "test split not scored again" in " ".join(capped.out.split())
     usage = summary["optimize_usage"]
     assert usage["task"]["calls"] >= 1 and usage["task"]["cost_source"] == "provider"
     assert usage["total"]["cost"] < 0.004 + usage["total"]["cost"] / max(1, summary["steps"])  # within a step
@@ -77,7 +79,7 @@ def test_optimize_capped_with_a_reflection_model_then_resumed(server, tmp_path, 
     resumed = capsys.readouterr()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["optimize_usage"]["total"]["cost"] > usage["total"]["cost"]  # carried over and grown
-    assert summary["steps"] > 1 and summary["stopped"] != "cost_cap"
+    assert summary["steps"] > 1 and summary["stopped"] != "cost_cap" and "test_after" in summary["scores"]
     assert summary["optimize_usage"]["reflection"]["calls"] >= 1  # the proposer's calls, booked to their role
     assert summary["optimize_usage"]["reflection"]["cost_source"] == "provider"
     assert any((out / "wandb").rglob("*.wandb"))
