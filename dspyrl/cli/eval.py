@@ -52,6 +52,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     from dspyrl.formats import resolve_format
     from dspyrl.data import DataSpec, load_examples
     from dspyrl.program_file import load_program_file, program_fingerprint
+    from dspyrl.lm.usage import UsageMeter
     from dspyrl.rewards.judge import judges_in
     from dspyrl.runs import CONFIG, RESULTS, SUMMARY, RunFolder
     from dspyrl.score import score_entry, score_program
@@ -88,13 +89,15 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     console.print(f"[bold]dspyrl eval[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan]"
                   f"{f' (judge {config.judge})' if config.judge else ''}, {len(examples)} examples"
                   f"{f' from {config.data}' if config.data else ''}")
-    summary, batch = score_program(program, examples, reward, lm, format=chosen_format, num_threads=config.threads,
-                                   progress=True, failure_reward=config.failure_reward,
-                                   description=f"eval {spec.name}",
-                                   component_names=list(getattr(reward, "weights", {}) or []))
+    meter = UsageMeter()  # calls, tokens and cost per role (task, judge), as optimize/finetune/compare report them
+    with meter.active():
+        summary, batch = score_program(program, examples, reward, lm, format=chosen_format,
+                                       num_threads=config.threads, progress=True,
+                                       failure_reward=config.failure_reward, description=f"eval {spec.name}",
+                                       component_names=list(getattr(reward, "weights", {}) or []))
     summary = {"command": "eval", "program": spec.name, "model": config.model, "format": config.format,
                "data": config.data or "(program's own)", "scores": {"eval": score_entry(summary)},
-               "judge": config.judge, **summary}
+               "judge": config.judge, **summary, "usage": meter.table()}
     judges = judges_in(reward)
     if judges:
         summary["judge_stats"] = {name: {"mode": j.mode, "judgements": j.stats.judgements, "groups": j.stats.groups,
@@ -110,6 +113,7 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     summary = run.write_summary(summary)
     run.release()
     console.print(summary_table(summary))
+    console.print(meter.summary_line())
     console.print(f"run folder: {out}")
     return summary
 

@@ -48,6 +48,11 @@ def test_eval_on_openrouter_writes_and_prints_no_key(server, tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert len(server.received) >= 6 and all(r.headers["Authorization"] == f"Bearer {CANARY}" for r in server.received)
+    import json
+
+    usage = json.loads((out / "summary.json").read_text())["usage"]  # per role, from OpenRouter's usage.cost
+    assert usage["task"]["calls"] == 6 and usage["task"]["cost_source"] == "provider"
+    assert usage["total"]["cost"] == pytest.approx(server.billed, rel=1e-6)
     _no_canary_anywhere(out, printed.out, printed.err)
 
 
