@@ -18,3 +18,18 @@ from tests.tiny_model import build_tiny_model  # noqa: E402
 def tiny_model_dir(tmp_path_factory):
     """A random 2-layer Llama + a byte-level BPE tokenizer with a ChatML chat template, built here (no hub)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture()
+def fresh_dspy_cache():
+    """An empty in-memory DSPy cache for one test, the session's restored after. DSPy leaves api_base out of its cache
+    key, so without this a test server's answers are replayed to a later test's server (same model name, same
+    prompt) and that server sees fewer requests than the test counts."""
+    import dspy
+
+    previous = dspy.cache
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+    try:
+        yield dspy.cache
+    finally:
+        dspy.cache = previous

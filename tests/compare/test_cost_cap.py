@@ -12,6 +12,8 @@ from dspyrl_programs import sentiment
 from tests.compare.test_comparator import AlwaysSays, KnowsTheAnswer
 from tests.lm.openrouter_server import OpenRouterServer
 
+pytestmark = pytest.mark.usefixtures("fresh_dspy_cache")  # counts its own server's requests
+
 KEY = "sk-or-canary-compare-cap-0123"
 
 
