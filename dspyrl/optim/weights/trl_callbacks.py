@@ -289,6 +289,11 @@ def reporting(run_dir: Path, report_to: str = "none"):
         env = {"TENSORBOARD_LOGGING_DIR": str(run_dir / "tensorboard")}
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
+    if report_to == "wandb" and wandb.run is None:
+        # Started here, in the run folder, rather than by transformers' callback from WANDB_DIR: W&B reads its
+        # environment once per process, so after an earlier W&B run in the same process (a notebook, a test session)
+        # the callback's run went to that run's folder. The callback uses a run that is already started.
+        wandb.init(project=env["WANDB_PROJECT"], dir=str(run_dir), save_code=False)
     try:
         yield
     finally:
