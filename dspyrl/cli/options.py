@@ -152,19 +152,9 @@ class WandbRun:
     keeps it on disk. Its config is scrubbed of credentials like the run folder's."""
 
     def __init__(self, run_dir, config: dict):
-        import os
+        from dspyrl.optim.weights.trl_callbacks import start_wandb_run
 
-        try:
-            import wandb
-        except ImportError as err:
-            from dspyrl.errors import MissingExtraError
-
-            raise MissingExtraError("wandb", "wandb") from err
-        from dspyrl.runs import scrub_secrets
-
-        os.makedirs(run_dir, exist_ok=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "dspyrl"), dir=str(run_dir),
-                              config=scrub_secrets(config), sync_tensorboard=True, save_code=False)
+        self.run = start_wandb_run(run_dir, config, sync_tensorboard=True)
 
     def on_step_end(self, metrics: dict) -> None:  # the scalars arrive through TensorBoard
         pass

@@ -276,34 +276,47 @@ def reporting(run_dir: Path, report_to: str = "none"):
         yield
         return
     if report_to == "wandb":
-        try:
-            import wandb
-        except ImportError as err:
-            raise MissingExtraError("wandb", "wandb") from err
-        env = {"WANDB_DIR": str(run_dir), "WANDB_PROJECT": os.environ.get("WANDB_PROJECT", "dspyrl")}
-    else:
-        try:
-            import tensorboard  # noqa: F401 (transformers' TensorBoard integration needs it)
-        except ImportError as err:
-            raise MissingExtraError("tensorboard", "tensorboard") from err
-        env = {"TENSORBOARD_LOGGING_DIR": str(run_dir / "tensorboard")}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    if report_to == "wandb" and wandb.run is None:
         # Started here, in the run folder, rather than by transformers' callback from WANDB_DIR: W&B reads its
         # environment once per process, so after an earlier W&B run in the same process (a notebook, a test session)
         # the callback's run went to that run's folder. The callback uses a run that is already started.
-        wandb.init(project=env["WANDB_PROJECT"], dir=str(run_dir), save_code=False)
+        run = start_wandb_run(run_dir) if _wandb().run is None else None
+        try:
+            yield
+        finally:
+            if run is not None:
+                run.finish()
+        return
+    try:
+        import tensorboard  # noqa: F401 (transformers' TensorBoard integration needs it)
+    except ImportError as err:
+        raise MissingExtraError("tensorboard", "tensorboard") from err
+    saved = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     try:
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        if report_to == "wandb" and wandb.run is not None:
-            wandb.run.finish()
+        if saved is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = saved
+
+
+def _wandb():
+    try:
+        import wandb
+    except ImportError as err:
+        raise MissingExtraError("wandb", "wandb") from err
+    return wandb
+
+
+def start_wandb_run(run_dir, config: dict | None = None, **settings):
+    """A W&B run in `run_dir`/wandb (WANDB_MODE=offline keeps it on disk), its config scrubbed of credentials like the
+    run folder's: the one place dspyrl starts a W&B run (LoRA phases here, prompt GRPO through cli.options)."""
+    from dspyrl.runs import scrub_secrets
+
+    os.makedirs(run_dir, exist_ok=True)
+    return _wandb().init(project=os.environ.get("WANDB_PROJECT", "dspyrl"), dir=str(run_dir),
+                         config=scrub_secrets(config or {}), save_code=False, **settings)
 
 
 @contextlib.contextmanager
