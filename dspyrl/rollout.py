@@ -42,6 +42,7 @@ from dspy.utils.exceptions import LMAuthError, LMBillingError
 from dspyrl.formats.per_predictor import FORMAT_ATTRIBUTE, PredictorFormats
 from dspyrl.lm.cache import cache_requests, forget
 from dspyrl.lm.hosted import ProviderRefused
+from dspyrl.lm.usage import entry_cost, price_here
 from dspyrl.errors import ConfigError, is_lm_failure
 from dspyrl.rewards.combine import RewardResult, score_group, scores_groups, to_reward_result
 
@@ -247,11 +248,12 @@ class _CallRecorder(BaseCallback):
         if exception is None and history:
             entry = history[-1]
             usage = entry.get("usage") or {}  # empty on a cache hit: a cached answer costs no tokens
+            cost = entry_cost(lm, entry)
             with self._lock:
                 self.truncated += finish_reason(entry.get("response")) == "length"
                 self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
                 self.completion_tokens += int(usage.get("completion_tokens") or 0)
-                self.cost += float(entry.get("cost") or 0.0) if usage else 0.0
+                self.cost += cost
 
 
 # ----------------------------------------------------------------------------------------------- the engine
@@ -298,8 +300,9 @@ def run_rollouts(program: dspy.Module, examples: list, reward: Callable[..., Any
             updates["seed"] = request_seed(seed, rollout_offset + s)
         if not cache:
             updates["cache"] = False
-        return _rollout(program, examples[i], i, s, None if grouped else reward, base_lm.copy(**updates), format,
-                        configure, failure_reward, tolerated, shared)
+        rollout_lm = price_here(base_lm.copy(**updates))  # this rollout's own LM: its calls are priced by entry_cost
+        return _rollout(program, examples[i], i, s, None if grouped else reward, rollout_lm, format, configure,
+                        failure_reward, tolerated, shared)
 
     results: list[tuple[Rollout, _CallRecorder]] = []
     with _progress_bar(progress, description, len(jobs)) as advance:

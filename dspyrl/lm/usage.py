@@ -70,6 +70,56 @@ def call_cost(model: str, usage: dict) -> tuple[float, str]:
     return (priced, "price map") if priced is not None else (0.0, "tokens only")
 
 
+def entry_cost(lm, entry: dict) -> float:
+    """The cost of the call behind one LM history entry: DSPy's figure when it made one, else ours (call_cost); 0 for
+    a cache hit (no usage: nothing was billed)."""
+    usage = entry.get("usage") or {}
+    if not usage:
+        return 0.0
+    if entry.get("cost") is not None:
+        return float(entry["cost"])
+    provider_cost = _reported_cost(entry.get("response"))
+    if provider_cost is not None:
+        usage = {**usage, "cost": provider_cost}
+    return call_cost(getattr(lm, "model", "?"), usage)[0]
+
+
+# -------------------------------------------------------------------------- calls dspyrl prices itself
+_PRICED_HERE = "dspyrl_priced_here"
+
+
+def price_here(lm):
+    """Mark `lm` (a rollout's own copy) as priced by dspyrl (entry_cost), so DSPy skips its advisory estimate for its
+    calls. For a model missing from DSPy's price table that estimate scans the whole table twice per call: half the
+    client CPU of a call to a fast server (profiled with benchmarks/rollouts.py), spent on a figure we compute anyway.
+    DSPy has no switch for it, so `_skip_dspy_estimate` wraps the one function that makes it; unmarked LMs (the
+    user's, a judge's) are priced by DSPy as before."""
+    _skip_dspy_estimate()
+    setattr(lm, _PRICED_HERE, True)
+    return lm
+
+
+_SKIP_INSTALLED = threading.Lock()
+
+
+def _skip_dspy_estimate() -> None:
+    from dspy.clients import execution
+
+    with _SKIP_INSTALLED:
+        dspy_estimate = execution._price_result
+        if getattr(dspy_estimate, "dspyrl_wrapper", False):
+            return
+
+        def price_result(lm, result, *args, **kwargs):
+            if getattr(lm, _PRICED_HERE, False):
+                result.cost, result.cost_details = None, {"kind": "unknown", "reason": "priced by dspyrl"}
+                return None
+            return dspy_estimate(lm, result, *args, **kwargs)
+
+        price_result.dspyrl_wrapper = True
+        execution._price_result = price_result
+
+
 @dataclass
 class RoleUsage:
     """One role's counters."""

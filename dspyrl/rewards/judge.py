@@ -43,6 +43,7 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from dspyrl.errors import ConfigError, is_lm_failure
+from dspyrl.lm.usage import entry_cost
 from dspyrl.rewards.combine import RewardResult
 from dspyrl.rewards.group_judge import (CandidateScore, GroupJudgement, GroupJudgeOutput, GroupJudging,  # noqa: F401
                                         rank_agreement)  # (imported from here before group mode had its own file)
@@ -336,7 +337,7 @@ class RewardModule(GroupJudging, dspy.Module):
                 self.stats.lm_calls += 1
                 self.stats.prompt_tokens += int(usage.get("prompt_tokens") or 0)
                 self.stats.completion_tokens += int(usage.get("completion_tokens") or 0)
-                self.stats.cost += float(entry.get("cost") or 0.0) if usage else 0.0
+                self.stats.cost += entry_cost(lm, entry)
 
     def _key(self, mode: str, fields: dict[str, str]) -> str:
         lm = self.judge_lm or dspy.settings.lm

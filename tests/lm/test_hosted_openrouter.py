@@ -206,3 +206,23 @@ def test_concurrency_is_capped_per_provider(keyed, sentiment):
         batch = run_rollouts(sentiment.build_program(), _rows(sentiment, 8), sentiment.build_reward(), lm=lm,
                              num_threads=8, progress=False)
     assert batch.failures == 0 and peak == 2
+
+
+def test_rollout_calls_are_priced_by_us_and_skip_dspys_estimate(keyed, sentiment, monkeypatch):
+    """The rollout engine prices its own LM copies' calls (the provider's figure here) and DSPy's per-call price
+    lookup is skipped for them only: the user's LM, called outside the engine, is still priced by DSPy."""
+    import dspy.clients.costs as dspy_costs
+
+    lookups = []
+    dspy_lookup = dspy_costs.model_info
+    monkeypatch.setattr(dspy_costs, "model_info", lambda *a, **k: lookups.append(a) or dspy_lookup(*a, **k))
+    with _server(sentiment) as server:
+        lm = openai_compatible(server.base_url, "acme/task-small", api_key=KEY, max_tokens=64, cache=False)
+        batch = run_rollouts(sentiment.build_program(), _rows(sentiment, 4), sentiment.build_reward(), lm=lm,
+                             num_threads=2, progress=False)
+        assert batch.failures == 0 and len(server.received) == 4
+        assert batch.cost == pytest.approx(server.billed, rel=1e-9) and server.billed > 0
+        assert lookups == []
+        with dspy.context(lm=lm):
+            sentiment.build_program()(**_rows(sentiment, 1)[0].inputs())
+    assert lookups  # an LM outside the engine keeps DSPy's estimate
