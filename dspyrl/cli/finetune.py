@@ -21,7 +21,7 @@ from dspyrl.config import check_settings, setting
 from dspyrl.runs import PROGRAM, RunFolder
 from dspyrl.score import score_entry, score_program
 from dspyrl.cli.options import (ModelOptions, ReportOptions, RewardOptions, SpendOptions, add_settings, build_reward,
-                                check_reward_options, judge_lm, run_fingerprint, settings_of, task_lm)
+                                check_reward_options, judge_estimate, judge_lm, run_fingerprint, settings_of, task_lm)
 
 METHODS = ("grpo", "dpo")
 TRAINABLE_FORMATS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
@@ -162,7 +162,8 @@ def estimate_spend(config: FinetuneConfig, method_config, student, train, val, t
     runs = trained + 2 * len(val) + 2 * len(test)  # training, the valset and the test split before and after
     rows = [RoleEstimate("task", config.model, runs * predictors, prompt, config.max_tokens)]
     if config.judge:
-        rows.append(RoleEstimate("judge", config.judge, runs, prompt + config.max_tokens, config.judge_max_tokens))
+        group = method_config.num_generations if config.method == "grpo" else method_config.group_size
+        rows.append(judge_estimate(config, trained, group, runs - trained, prompt))
     return format_estimate(rows, config.max_cost)
 
 

@@ -23,7 +23,7 @@ from dspyrl.errors import ConfigError
 from dspyrl.runs import PROGRAM, RunFolder
 from dspyrl.score import score_entry, score_program
 from dspyrl.cli.options import (ModelOptions, ReportOptions, RewardOptions, SpendOptions, add_settings, build_reward,
-                                check_format, check_reward_options, judge_lm, lm_settings, report_callbacks,
+                                check_format, check_reward_options, judge_estimate, judge_lm, lm_settings, report_callbacks,
                                 run_fingerprint, settings_of, task_lm)
 
 
@@ -157,7 +157,9 @@ def estimate_spend(config, grpo_config, student, train, val, test) -> str:
                          rounds * grpo_config.num_proposals * predictors, prompt * (1 + grpo_config.batch_size),
                          grpo_config.proposal_max_tokens)]
     if config.judge:
-        rows.append(RoleEstimate("judge", config.judge, runs, prompt + config.max_tokens, config.judge_max_tokens))
+        validation = min(grpo_config.max_metric_calls, 2 * len(val))  # the valset's runs: one per example
+        rows.append(judge_estimate(config, grpo_config.max_metric_calls - validation, grpo_config.group_size,
+                                   validation + 2 * len(test), prompt))
     return format_estimate(rows, config.max_cost)
 
 

@@ -100,6 +100,21 @@ def check_reward_options(options: RewardOptions, *, judged: bool) -> None:
                          hint="train one with: dspyrl train-reward PAIRS.jsonl --out FOLDER")
 
 
+def judge_estimate(options, trained_runs: int, group_size: int, other_runs: int, prompt: int):
+    """The judge's expected calls for `--estimate` (optimize, finetune): per sample, one per scored run; in group mode
+    one per group of `group_size` training runs, its prompt showing all of them, and one per other run (the valset and
+    the test split are scored one run per example). `options` has judge, max_tokens and judge_max_tokens."""
+    from dspyrl.lm.usage import RoleEstimate
+
+    per_sample = prompt + options.max_tokens
+    if options.judge_mode != "group":
+        return RoleEstimate("judge", options.judge, trained_runs + other_runs, per_sample, options.judge_max_tokens)
+    groups = -(-trained_runs // group_size)
+    calls = groups + other_runs
+    tokens = groups * (prompt + group_size * options.max_tokens) + other_runs * per_sample
+    return RoleEstimate("judge", options.judge, calls, tokens // max(1, calls), options.judge_max_tokens)
+
+
 def build_reward(spec, options: RewardOptions, judge_lm=None):
     """The reward a command scores with: `--reward-model`'s RewardModel, else the program's reward built with
     `judge_lm`, its LM judges set to `--judge-mode`. A group mode with no LM judge to apply it to is a ConfigError."""

@@ -190,10 +190,31 @@ def _field_hint(name: str, field) -> str:
     if annotation is float:
         return "<number>"
     if get_origin(annotation) is list:
-        return '<JSON list, e.g. ["a", "b"]>'
+        item = (get_args(annotation) or (str,))[0]
+        example = {str: ["a", "b"], int: [1, 2], float: [0.5, 2.0]}.get(item) or [_example_value(item)]
+        return f"<JSON list, e.g. {json.dumps(example)}>"
     if annotation is str:
         return "<text>"
     return "<JSON value>"
+
+
+def _example_value(annotation) -> Any:
+    """A value of `annotation` for a list field's example: an object shows its own keys (a small model copies the
+    example's shape, so `["a", "b"]` for a list of objects got it lists of strings)."""
+    values = finite_values(annotation)
+    if values is not None:
+        return render_value(values[0])
+    if annotation is int:
+        return 1
+    if annotation is float:
+        return 0.5
+    fields = getattr(annotation, "model_fields", None)  # a pydantic model
+    if fields:
+        return {name: _example_value(field.annotation) for name, field in fields.items()}
+    if get_origin(annotation) is list:
+        inner = get_args(annotation)
+        return [_example_value(inner[0] if inner else str)]
+    return "a"
 
 
 def _value_line(name: str, field) -> str | None:

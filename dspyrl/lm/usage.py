@@ -278,9 +278,18 @@ class UsageMeter(BaseCallback):
         for role, row in self.table().items():
             if role == "total":
                 continue
-            parts.append(f"{role} {row['calls']} calls, {row['tokens']} tokens, ${row['cost']:.4f} ({row['cost_source']})")
+            parts.append(f"{role} {row['calls']} calls, {row['tokens']} tokens, " + _spent(row))
         cap = f"; cap ${self.max_cost:.4f}" if self.max_cost is not None else ""
         return "spent: " + ("; ".join(parts) or "no LM calls") + f"; total ${self.cost:.4f}{cap}"
+
+
+def _spent(row: dict) -> str:
+    """`$0.0012 (provider)`, or `free (local model)` for a role whose every model ran in-process."""
+    from dspyrl.lm.hosted import is_hosted_spec
+
+    if not row["cost"] and row.get("models") and not any(is_hosted_spec(m) for m in row["models"]):
+        return "free (local model)"
+    return f"${row['cost']:.4f} ({row['cost_source']})"
 
 
 def _reported_cost(outputs) -> float | None:

@@ -175,3 +175,17 @@ def test_optimize_scores_with_a_reward_model(tiny_model_dir, reward_model_dir, t
                  "compact", "--fixed-format", "--out", str(out)]) == 0
     scores = _json(out / "summary.json")["scores"]
     assert all(0.0 < entry["score"] < 1.0 for entry in scores.values()), scores  # σ(logit) means, not 1.0
+
+
+def test_judge_estimate_counts_one_call_per_group_in_group_mode():
+    from types import SimpleNamespace
+
+    from dspyrl.cli.options import judge_estimate
+
+    options = SimpleNamespace(judge="openrouter/acme/judge", max_tokens=50, judge_max_tokens=100, judge_mode="per-sample")
+    sample = judge_estimate(options, 32, 4, 10, prompt=200)
+    assert (sample.calls, sample.prompt_tokens_per_call) == (42, 250)
+    options.judge_mode = "group"
+    group = judge_estimate(options, 32, 4, 10, prompt=200)
+    assert group.calls == 8 + 10  # 8 groups of 4 training runs, then the valset and test runs one at a time
+    assert group.prompt_tokens_per_call == (8 * (200 + 4 * 50) + 10 * 250) // 18

@@ -134,3 +134,22 @@ def test_on_a_real_local_model_the_prompt_reaches_the_model_and_failures_are_typ
     sent = lm.history[-1]["messages"]
     assert sent[-1] == {"role": "user", "content": "review: great film"}
     assert "sentiment: <sentiment>" in sent[0]["content"]
+
+
+def test_a_list_of_objects_is_shown_with_the_objects_keys():
+    import pydantic
+
+    class Person(pydantic.BaseModel):
+        name: str
+        age: int
+
+    class People(dspy.Signature):
+        """List the people."""
+
+        text: str = dspy.InputField()
+        people: list[Person] = dspy.OutputField()
+        tags: list[str] = dspy.OutputField()
+
+    prompt = "\n".join(m["content"] for m in CompactAdapter().format(People, [], {"text": "Ann, 31."}))
+    assert '<JSON list, e.g. [{"name": "a", "age": 1}]>' in prompt  # not a list of strings
+    assert '<JSON list, e.g. ["a", "b"]>' in prompt

@@ -226,3 +226,15 @@ def test_rollout_calls_are_priced_by_us_and_skip_dspys_estimate(keyed, sentiment
         with dspy.context(lm=lm):
             sentiment.build_program()(**_rows(sentiment, 1)[0].inputs())
     assert lookups  # an LM outside the engine keeps DSPy's estimate
+
+
+def test_the_spend_line_says_free_for_a_local_model_and_the_source_for_a_hosted_one():
+    from dspyrl.lm.usage import RoleUsage
+
+    meter = UsageMeter()
+    meter.roles["task"] = RoleUsage(calls=3, prompt_tokens=30, models=["local/smollm2"])
+    meter.roles["judge"] = RoleUsage(calls=1, prompt_tokens=9, cost=0.0012, sources={"provider": 1},
+                                     models=["openrouter/acme/judge-mid"])
+    line = meter.summary_line()
+    assert "task 3 calls, 30 tokens, free (local model)" in line
+    assert "judge 1 calls, 9 tokens, $0.0012 (provider)" in line

@@ -117,6 +117,8 @@ class InstructionProposer:
         """New, cleaned, checked, de-duplicated instructions (possibly none); failures and garbage are counted in
         `stats`. `original` is the starting instruction the checks compare with (default: the current one);
         `task_lm` is the model that will run the instruction (its plausibility check needs a local engine)."""
+        if self.num_proposals == 0:  # instructions off (demo sets are still proposed by the optimizer)
+            return []
         lm = lm or self.lm
         if lm is None:
             import dspy

@@ -128,3 +128,10 @@ def test_off_task_compares_by_stem_and_reads_field_descriptions():
     assert not off_task("Give the classification of this newspaper item.", Topic, "Classify the headline.")
     assert not off_task("Put each story under the right section.", Topic, "Classify the headline.")
     assert off_task("Write a poem about the ocean at night.", Topic, "Classify the headline.")
+
+
+def test_zero_proposals_asks_the_lm_nothing():
+    lm = CannedLM(["Read the review and answer with exactly one word: positive or negative."])
+    proposer = InstructionProposer(lm, num_proposals=0)
+    assert proposer.propose(Sentiment, "Classify the review.", CALLS) == []
+    assert lm.calls == [] and proposer.stats.asked == 0
