@@ -86,6 +86,21 @@ def test_groups_of_samples_with_calls_tokens_and_rewards(lm):
     json.dumps([r.to_json() for r in batch.rollouts])  # everything is JSON-able
 
 
+def test_a_local_models_calls_are_free_and_never_looked_up_in_the_price_map(lm, capfd):
+    import litellm
+
+    asked = []
+    original = litellm.cost_per_token
+    litellm.cost_per_token = lambda *a, **k: asked.append(k.get("model")) or original(*a, **k)
+    try:
+        batch = run_rollouts(dspy.Predict("question -> answer"), EXAMPLES[:2], length_reward, lm=lm,
+                             format=WholeTextAdapter(), temperature=1.0, rollout_offset=50, progress=False)
+    finally:
+        litellm.cost_per_token = original
+    assert batch.tokens > 0 and batch.cost == 0.0
+    assert asked == [] and "Provider List" not in capfd.readouterr().out
+
+
 def test_rerun_hits_the_cache_and_offset_draws_new_samples(lm):
     program, format = dspy.Predict("question -> answer"), WholeTextAdapter()
     kwargs = dict(group_size=2, lm=lm, format=format, temperature=1.0, progress=False)

@@ -47,8 +47,9 @@ _UNPRICED: set[str] = set()  # models the price map does not know: asked once (L
 
 
 def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """LiteLLM's price-map cost of a call, or None when the map has no price for `model`."""
-    if model in _UNPRICED:
+    """LiteLLM's price-map cost of a call, or None when the map has no price for `model` (an in-process model is
+    never looked up: its name changes with every adapter version, and each miss prints LiteLLM's notice)."""
+    if model in _UNPRICED or model.startswith("local/"):
         return None
     try:
         import litellm
