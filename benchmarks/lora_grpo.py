@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 # One TRL configuration for everything here: DESIGN.md's measured raw-TRL setup (r=16 all-linear, lr 3e-4,
 # one prompt × 4 samples per step), with room for the ChatAdapter's field markers around the XML answer.
 TRL = {"num_generations": 4, "per_device_train_batch_size": 4, "learning_rate": 3e-4, "beta": 0.0, "epsilon": 0.2,
-       "loss_type": "dapo", "scale_rewards": "group", "temperature": 1.0, "max_completion_length": 64, "seed": 0}
+       "loss_type": "dapo", "scale_rewards": "group", "temperature": 1.0, "max_completion_length": 64, "seed": 0,
+       "gradient_checkpointing": False}  # as LoraGRPO sets it when it shares prompts: the identical config for both
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}
 
 

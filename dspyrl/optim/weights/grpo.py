@@ -162,6 +162,8 @@ class LoraGRPO(base.LocalWeightsOptimizer):
             # rows of one example must share a generation batch (program mode); the order was shuffled above
             "shuffle_dataset": mode != "program",
         }
+        if share:  # the shared-prompt loss forward needs the KV cache, which checkpointing drops (shared_prompt.py)
+            settings["gradient_checkpointing"] = False
         callback = trl_callbacks.run_callback(run, kind=self.kind, total_steps=cfg.steps, save_every=cfg.save_every,
                                             progress=self.progress, step_callbacks=self.step_callbacks,
                                             resume_from=resume_from,

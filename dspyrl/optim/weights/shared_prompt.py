@@ -14,7 +14,9 @@ ours) and the G completions continue from them:
   (indexing), so the gradient of each shared prompt is the sum over its samples, as in the G separate forwards. The
   completions then go through TRL's own fused LM head (`fused_lm_head=True` with pre-shifted labels). TRL offers no
   hook for this (its forward is one batched call over prompt+completion rows), hence the subclass; anything the
-  shortcut does not cover (images, MoE aux loss, rows that share no prompt) goes to TRL's own method.
+  shortcut does not cover (images, MoE aux loss, rows that share no prompt, a model under gradient checkpointing,
+  which keeps no cache in a training forward) goes to TRL's own method. LoraGRPO therefore turns TRL's default
+  gradient checkpointing off when it shares prompts (on CPU and small models checkpointing only costs time).
 
 `merged_lora` (opt-in, `LoraGRPOConfig.merge_lora_for_generation`) merges the LoRA weights into the base weights for
 the generation and unmerges them after (PEFT's `merge_adapter` / `unmerge_adapter`, as TRL does to sync vLLM): decode
@@ -131,6 +133,10 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, c
     # The prefix (all prompt tokens but the last) builds the cache; its logits are not needed (logits_to_keep=1).
     model(input_ids=input_ids[first, : width - 1], attention_mask=attention_mask[first, : width - 1],
           position_ids=positions[first, : width - 1], past_key_values=cache, use_cache=True, logits_to_keep=1)
+    if cache.get_seq_length() != width - 1:
+        # transformers turns the cache off for a training forward under gradient checkpointing: the completions would
+        # then be scored without their prompt (a wrong loss, and a KL in the thousands), so TRL's own forward is used
+        return None
     cache.batch_select_indices(inverse)
     # From the last prompt token on, each row predicts its completion: labels are pre-shifted (shift_labels).
     labels = input_ids[:, width:].masked_fill(attention_mask[:, width:] == 0, -100)

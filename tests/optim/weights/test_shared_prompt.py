@@ -157,6 +157,39 @@ def test_shared_prompt_logps_and_gradients_equal_trls_forward(lora_model):
     assert shared_prompt_logps(model, input_ids[[0, 3]], mask[[0, 3]], cw) is None
 
 
+def test_under_gradient_checkpointing_the_loss_forward_falls_back_to_trls(lora_model):
+    """A training forward under gradient checkpointing keeps no cache, so sharing would score the completions without
+    their prompt: the shortcut must step aside (TRL's forward is used)."""
+    import torch
+
+    model, tokenizer = lora_model
+    prompts = _prompts(tokenizer)[:1] * 2
+    width = len(prompts[0])
+    input_ids = torch.tensor([p + [5, 6, 7] for p in prompts])
+    mask = torch.ones_like(input_ids)
+    assert shared_prompt_logps(model, input_ids, mask, 3) is not None
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    try:
+        assert input_ids.size(1) == width + 3 and shared_prompt_logps(model, input_ids, mask, 3) is None
+    finally:
+        model.gradient_checkpointing_disable()
+        model.eval()
+
+
+def test_first_step_kl_is_zero_through_the_shared_prompt_path(tiny_lm, tmp_path):
+    """Before any update the policy is the reference: KL 0. With the loss forward scoring completions without their
+    prompt (gradient checkpointing dropped the cache) the first step's KL was 0.008 here and 8499 on SmolLM2."""
+    from tests.optim.weights.test_grpo import RawAdapter, digit_share, fast, questions
+    from dspyrl.optim.weights.grpo import LoraGRPO
+
+    optimizer = LoraGRPO(digit_share, lm=tiny_lm, format=RawAdapter(), run_dir=tmp_path / "run",
+                         **fast(steps=1, beta=0.02, learning_rate=1e-4, save_every=0))
+    optimizer.compile(dspy.Predict("question -> answer"), trainset=questions(4))
+    (metrics,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert abs(metrics["kl"]) < 1e-5, metrics["kl"]
+
+
 def test_lora_grpo_trains_through_the_shared_prompt_path(tiny_lm, tmp_path):
     from tests.optim.weights.test_grpo import RawAdapter, digit_share, fast, questions
     from dspyrl.optim.weights.grpo import LoraGRPO
