@@ -164,9 +164,13 @@ def part_grpo(args) -> dict:
     from dspyrl.formats import resolve_format
     from dspyrl.rewards.judge import RewardModule
 
+    import dspy
+
     spec, train, val, test = sentiment_split()
     lm = task_lm(temperature=0.0, max_tokens=16)
-    fmt = resolve_format("auto", lm)
+    # "compact": the format is fixed (not a slot of the policy) and the start is not saturated, so what GRPO learns
+    # (demo sets) depends on the reward; under "auto" (constrained choice) SmolLM2 starts at 100% and no judge matters
+    fmt = resolve_format(args.grpo_format, lm)
     out = {}
     base, _ = exact_score(spec.build_program(), test, spec, lm, fmt)
     out["baseline"] = {"test_exact": base}
@@ -181,15 +185,17 @@ def part_grpo(args) -> dict:
         started = time.perf_counter()
         optimizer = dspyrl.GRPO(reward, lm=lm, max_metric_calls=args.budget, group_size=args.group_size, batch_size=4,
                                 propose_every=0, eval_every=0, seed=0, temperature=1.0, progress=False,
-                                run_dir=str(Path(args.tmp) / f"grpo-{name}"))
-        optimized = optimizer.compile(spec.build_program(), trainset=train, valset=val[: args.val])
+                                learn_format=args.grpo_format == "auto", run_dir=str(Path(args.tmp) / f"grpo-{name}"))
+        with dspy.context(adapter=fmt):
+            optimized = optimizer.compile(spec.build_program(), trainset=train, valset=val[: args.val])
         wall = time.perf_counter() - started
         score, failures = exact_score(optimized, test, spec, lm, fmt)  # same base format as the baseline
         out[name] = {"test_exact": score, "test_failures": failures, "wall_s": wall,
                      "judge_calls": judge.stats.lm_calls if judge else 0,
                      "judge_tokens": (judge.stats.prompt_tokens + judge.stats.completion_tokens) if judge else 0}
+    learned = "format + demo sets" if args.grpo_format == "auto" else f"demo sets only, format fixed: {args.grpo_format}"
     log(f"\n(c) prompt GRPO on sentiment, budget {args.budget} metric calls, G={args.group_size}, no instruction "
-        f"proposals (format + demo sets only), val {args.val} rows; test {len(test)} rows scored EXACTLY")
+        f"proposals ({learned}), val {args.val} rows; test {len(test)} rows scored EXACTLY")
     log(f"{'reward trained on':20}{'test exact':>12}{'judge calls':>13}{'judge tokens':>14}{'wall s':>9}")
     for name, row in out.items():
         log(f"{name:20}{_f(row['test_exact']):>12}{_f(row.get('judge_calls')):>13}{_f(row.get('judge_tokens')):>14}"
@@ -250,6 +256,8 @@ def main() -> None:
     parser.add_argument("--step-examples", type=int, default=4, help="(b) examples per GRPO step")
     parser.add_argument("--budget", type=int, default=32, help="(c) prompt-GRPO metric calls")
     parser.add_argument("--val", type=int, default=4, help="(c) validation rows")
+    parser.add_argument("--grpo-format", choices=("compact", "auto"), default="compact",
+                        help="(c) the task format: compact, fixed (the start is not saturated), or auto, learned")
     parser.add_argument("--rm-steps", type=int, default=30, help="(d) reward-model steps")
     parser.add_argument("--lora-steps", type=int, default=8, help="(d) LoRA GRPO steps against the reward model (0: skip)")
     parser.add_argument("--torch-threads", type=int, default=2)
