@@ -3,8 +3,8 @@
 TRL's sampler repeats every prompt G times, and TRL's transformers path runs the batch as it comes: the prompt goes
 through the model G times before the first new token, and G times again (with gradients) in the loss forward. On CPU
 the prompt (instruction, demos, the input) is most of a step's tokens. Here each distinct prompt runs once; its
-DynamicCache rows are repeated per sample with transformers' own `Cache.batch_select_indices` (no attention code of
-ours) and the G completions continue from them:
+DynamicCache rows are repeated per sample (`index_select` on its layers, as transformers' `batch_select_indices`; no
+attention code of ours) and the G completions continue from them:
 
 - `group_generate`: prefill the distinct prompts (all but the last token), repeat the cache, and `model.generate`
   decodes the G rows from there with TRL's own GenerationConfig (same sampler, processors, stopping rules);
@@ -65,7 +65,7 @@ def group_generate(model, prompt_ids: list[list[int]], counts: list[int], genera
         if width > 1:
             model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
                   past_key_values=cache, use_cache=True)
-        cache.batch_select_indices(repeat)  # row r of the cache → the rows of its samples
+        _repeat_rows(cache, repeat)  # row r of the cache → the rows of its samples
         output = model.generate(input_ids=input_ids[repeat], attention_mask=mask[repeat], past_key_values=cache,
                                 generation_config=generation_config)
     completions = output[:, width:].cpu()
@@ -137,13 +137,27 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep: int, c
         # transformers turns the cache off for a training forward under gradient checkpointing: the completions would
         # then be scored without their prompt (a wrong loss, and a KL in the thousands), so TRL's own forward is used
         return None
-    cache.batch_select_indices(inverse)
+    _repeat_rows(cache, inverse)
     # From the last prompt token on, each row predicts its completion: labels are pre-shifted (shift_labels).
     labels = input_ids[:, width:].masked_fill(attention_mask[:, width:] == 0, -100)
     outputs = model(input_ids=input_ids[:, width - 1: -1], attention_mask=attention_mask[:, :-1],
                     position_ids=positions[:, width - 1: -1], past_key_values=cache, shift_labels=labels,
                     fused_lm_head=True)
     return outputs.log_probs, (outputs.entropy if compute_entropy else None)
+
+
+def _repeat_rows(cache, rows) -> None:
+    """The cache's batch rows `rows` (with repeats), as transformers' `batch_select_indices` selects them, but through
+    `index_select`: the gradient of `tensor[rows]` is an accumulating `index_put_`, which sums the G samples' gradients
+    in a thread-dependent order on CPU, so two runs with one seed parted by float rounding and a resumed run did not
+    end on the same adapter. `index_select`'s gradient (`index_add_`) sums in index order."""
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in cache.layers:
+        if type(layer) is DynamicLayer and layer.get_seq_length() > 0:
+            layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+        else:  # other layer kinds keep more state per row: theirs
+            layer.batch_select_indices(rows)
 
 
 def shared_prompt_trainer_class():
