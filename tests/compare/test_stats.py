@@ -68,6 +68,14 @@ def test_paired_t_power_matches_gpower_reference():
     assert paired_t_sample_size(np.array([1.0, -1.0])) is None
 
 
+def test_sample_size_of_a_rounding_sized_or_tiny_effect_does_not_crash():
+    # partial-credit scores: the mean difference is 1e-17 of float rounding, not an effect (scipy's t quantile raised
+    # a TypeError on the astronomically large n this used to compute, and ended a Schedule run)
+    assert paired_t_sample_size(np.array([0.1, -0.1, 0.2, -0.2, 0.3, -0.3 + 1e-16])) is None
+    n = paired_t_sample_size(np.array([0.5, -0.5] * 10 + [2.1e-6]))  # mean 1e-7: a real, tiny effect
+    assert isinstance(n, int) and n > 10**6
+
+
 def test_mcnemar_sample_size_matches_connor_formula():
     # p01 = 0.2 (B only), p10 = 0.1 (A only): δ = 0.1, ψ = 0.3
     a, b = binary_pairs(b_only=20, a_only=10, both=40, neither=30)
