@@ -16,9 +16,13 @@ a complete run folder of its optimizer. Resuming re-runs compile on every phase 
 a checkpoint: a finished phase returns its result without work, the interrupted one continues from its checkpoint,
 later ones start fresh; so a schedule is resumable at any phase.
 
-The result is the phase output that scored best on the valset (the starting program included, ties to the later
-phase), as BetterTogether keeps the best of its strategies; without a valset, the last phase's output.
-`schedule.phases_done` tells each phase's scores; the result's LM is the one it was scored on.
+The result is chosen on the valset as GRPO chooses its prompt (dspyrl.optim.prompts.select): every phase's output
+(the starting program included) is scored greedily, row by row, and a later phase replaces the incumbent only when
+its paired interval (GRPO's `select_confidence`) lies above 0, against the incumbent and against the start. Within
+noise the earlier, simpler program stays. The best mean used to win, ties going to the later phase (BetterTogether's
+rule); on a 3-row valset that kept LoRA phases that were worse on held-out rows (benchmarks/together.py). Without a
+valset, the last phase's output. `schedule.phases_done` tells each phase's scores, `schedule.selection` why the
+result was kept; the result's LM is the one it was scored on.
 """
 
 from __future__ import annotations
@@ -119,14 +123,39 @@ class Schedule(Teleprompter):
                                      "val_after": after})
             run.save_checkpoint({"phases": kinds, "done": self.phases_done})
             run.log_metrics({"step": index, "phase": phase.kind, "val_before": before, "val_after": after})
-        best_val, best_phase = None, len(self.phases)
+        best_val, best_phase, self.selection = None, len(self.phases), []
         if valset and candidates:  # without a valset the phases' scores are not comparable: keep the last output
-            best_val, best_phase, program, lm = max(candidates, key=lambda c: (c[0], c[1]))  # ties: the later phase
+            best_val, best_phase, program, lm = self._select(candidates, valset)
         if lm is not start_lm or any(p.lm is not None for _, p in student.named_predictors()):
             program.set_lm(lm)  # the adapted model (or the student's own LMs) travel with the result
-        run.save_checkpoint({"phases": kinds, "done": self.phases_done, "best_phase": best_phase, "best_val": best_val})
+        run.save_checkpoint({"phases": kinds, "done": self.phases_done, "best_phase": best_phase, "best_val": best_val,
+                             "selection": self.selection})
         run.save_program(program)
         return program
+
+    def _select(self, candidates, valset):
+        """(val mean, phase index, program, lm) of the phase output kept (module docstring); `self.selection` gets
+        each later phase's paired difference from the incumbent and the verdict."""
+        from dspyrl.optim.prompts.select import paired_difference, supported
+        from dspyrl.rollout import run_rollouts
+
+        confidence, seed = self.configs["prompts"].select_confidence, self.configs["prompts"].seed
+        scored = []
+        for _, index, program, lm in sorted(candidates, key=lambda c: c[1]):
+            batch = run_rollouts(program, valset, self.reward, lm=lm, format=self.format, temperature=0.0,
+                                 progress=False, num_threads=self.configs["prompts"].num_threads)
+            scores = {str(r.example_index): float(r.reward.total) for r in batch.rollouts}
+            scored.append((batch.mean_reward(), index, program, lm, scores))
+        start = incumbent = scored[0]
+        for candidate in scored[1:]:
+            vs_incumbent = paired_difference(incumbent[4], candidate[4], confidence=confidence, seed=seed)
+            vs_start = paired_difference(start[4], candidate[4], confidence=confidence, seed=seed)
+            adopt = supported(vs_incumbent) and supported(vs_start)
+            self.selection.append({"phase": candidate[1], "incumbent": incumbent[1], "adopted": adopt,
+                                   "val_mean": candidate[0], "vs_incumbent": vs_incumbent})
+            if adopt:
+                incumbent = candidate
+        return incumbent[:4]
 
     def _run_phase(self, phase: Phase, program, lm, trainset, valset, folder, resume: bool):
         """Run one phase; returns (val score before, its program, val score after)."""

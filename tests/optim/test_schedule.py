@@ -69,10 +69,12 @@ def test_prompts_lora_prompts_resumes_inside_the_lora_phase(tiny_lm, tmp_path):
     # The last prompt phase optimized prompts for the adapted model.
     third = json.loads((run / "3-prompts" / "config.json").read_text())
     assert third["lm"].startswith(f"local/{tiny_lm.engine.model_spec}+{run / '2-lora' / 'adapter'}@")
-    # The result is the best-validated phase output; its score is recorded with the schedule.
+    # The result is the earliest phase output no later one beats with paired evidence; the evidence is recorded.
     record = json.loads((run / "checkpoint.json").read_text())
-    scores = [resumed.phases_done[0]["val_before"]] + [p["val_after"] for p in resumed.phases_done]
-    assert record["best_val"] == max(scores)
+    assert [entry["phase"] for entry in record["selection"]] == [1, 2, 3]
+    adopted = [entry for entry in record["selection"] if entry["adopted"]]
+    assert all(entry["vs_incumbent"]["ci_low"] > 0 for entry in adopted)
+    assert record["best_phase"] == (adopted[-1]["phase"] if adopted else 0)
     assert (run / "program.json").is_file()
     if record["best_phase"] >= 2:
         assert next(p for _, p in optimized.named_predictors()).lm.engine.adapter == str(run / "2-lora" / "adapter")
@@ -132,3 +134,34 @@ def test_prompts_phase_after_lora_runs_on_the_tuned_weights(tiny_lm, tmp_path, m
     assert lora_b and saved.keys() == in_model.keys()
     assert all(torch.equal(saved[name], in_model[name].cpu()) for name in saved)
     assert any(saved[name].abs().sum() > 0 for name in lora_b)  # B starts at zero: non-zero means trained
+
+
+class FixedAnswers(dspy.Module):
+    """Answers from a table, no LM call: a phase output whose valset scores the test sets exactly."""
+
+    def __init__(self, answers):
+        super().__init__()
+        self.answers = answers
+
+    def forward(self, question):
+        return dspy.Prediction(answer=self.answers[question])
+
+
+def test_a_later_phase_is_kept_only_with_paired_evidence(tiny_lm):
+    def right(example, prediction, trace=None):
+        return float(prediction.answer == example.answer)
+
+    def candidates(val, better_on):
+        start = FixedAnswers({ex.question: "wrong" for ex in val})
+        later = FixedAnswers({ex.question: ex.answer if i < better_on else "wrong" for i, ex in enumerate(val)})
+        return [(None, 0, start, tiny_lm), (None, 1, later, tiny_lm)]
+
+    schedule = Schedule(right, "prompts,lora", lm=tiny_lm, progress=False)
+    few = questions(3)  # better on 1 of 3 rows: within noise, the start stays (the old rule kept the later phase)
+    schedule.selection = []
+    mean, phase, _, _ = schedule._select(candidates(few, 1), few)
+    assert (phase, mean) == (0, 0.0) and schedule.selection[0]["adopted"] is False
+    many = questions(12)  # better on every row: supported, adopted
+    schedule.selection = []
+    mean, phase, _, _ = schedule._select(candidates(many, 12), many)
+    assert (phase, mean) == (1, 1.0) and schedule.selection[0]["vs_incumbent"]["ci_low"] > 0
