@@ -20,6 +20,7 @@ The cost of a call, and which source it came from (every table says which):
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
@@ -49,7 +50,7 @@ _UNPRICED: set[str] = set()  # models the price map does not know: asked once (L
 def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     """LiteLLM's price-map cost of a call, or None when the map has no price for `model` (an in-process model is
     never looked up: its name changes with every adapter version, and each miss prints LiteLLM's notice)."""
-    if model in _UNPRICED or model.startswith("local/"):
+    if model in _UNPRICED or _in_process(model):
         return None
     try:
         import litellm
@@ -61,6 +62,11 @@ def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | 
     except Exception:  # noqa: BLE001 - see above
         _UNPRICED.add(model)
         return None
+
+
+def _in_process(model: str) -> bool:
+    """An LM name of a model dspyrl runs in-process (dspyrl.lm.local names them local/<model>[+<adapter>@<version>])."""
+    return model.startswith("local/")
 
 
 def call_cost(model: str, usage: dict) -> tuple[float, str]:
@@ -103,6 +109,7 @@ def price_here(lm):
 _SKIP_INSTALLED = threading.Lock()
 
 
+@functools.cache  # installed once per process; price_here runs once per rollout
 def _skip_dspy_estimate() -> None:
     from dspy.clients import execution
 
@@ -286,9 +293,7 @@ class UsageMeter(BaseCallback):
 
 def _spent(row: dict) -> str:
     """`$0.0012 (provider)`, or `free (local model)` for a role whose every model ran in-process."""
-    from dspyrl.lm.hosted import is_hosted_spec
-
-    if not row["cost"] and row.get("models") and not any(is_hosted_spec(m) for m in row["models"]):
+    if not row["cost"] and row.get("models") and all(_in_process(m) for m in row["models"]):
         return "free (local model)"
     return f"${row['cost']:.4f} ({row['cost_source']})"
 

@@ -149,7 +149,8 @@ class Schedule(Teleprompter):
         start = incumbent = scored[0]
         for candidate in scored[1:]:
             vs_incumbent = paired_difference(incumbent[4], candidate[4], confidence=confidence, seed=seed)
-            vs_start = paired_difference(start[4], candidate[4], confidence=confidence, seed=seed)
+            vs_start = (vs_incumbent if incumbent is start else
+                        paired_difference(start[4], candidate[4], confidence=confidence, seed=seed))
             adopt = supported(vs_incumbent) and supported(vs_start)
             self.selection.append({"phase": candidate[1], "incumbent": incumbent[1], "adopted": adopt,
                                    "val_mean": candidate[0], "vs_incumbent": vs_incumbent})
