@@ -1,5 +1,9 @@
 """dspyrl: GRPO for DSPy programs — optimize prompts and LoRA weights from rewards, and prove the gain."""
 
+from dspyrl.parse_lock import serialize_ast_parse
+
+serialize_ast_parse()  # before any rollout thread parses a DSPy signature; see parse_lock.py
+
 from dspyrl.formats import ChoiceAdapter, CompactAdapter
 from dspyrl.formats.per_predictor import load_program, use_predictor_formats
 from dspyrl.compare import ModelComparator
