@@ -16,7 +16,9 @@ import functools
 import sys
 import threading
 
-def needs_parse_lock(version: tuple[int, ...] = tuple(sys.version_info[:3]), implementation: str = sys.implementation.name) -> bool:
+
+def needs_parse_lock(version: tuple[int, ...] = tuple(sys.version_info[:3]),
+                     implementation: str = sys.implementation.name) -> bool:
     """True on the CPython releases with the racy AST constructor."""
     if implementation != "cpython":
         return False

@@ -37,7 +37,8 @@ print(len(errors))
 
 
 def _failures(setup: str) -> int:
-    out = subprocess.run([sys.executable, "-c", STRESS.format(setup=setup)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", STRESS.format(setup=setup)], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stderr
     return int(out.stdout.strip())
 
