@@ -208,8 +208,11 @@ class GRPO(Teleprompter):
                 if meter.over_cap(projected=step_cost):  # the next step would cross the cap: stop, checkpointed
                     state.stopped = "cost_cap"
                     break
-                # keep one validation in reserve for the final prompt; the last step shrinks to fit what is left
-                room = cfg.max_metric_calls - state.metric_calls - val_cost
+                # keep one validation in reserve for the final prompt, unless the policy's most likely prompt is
+                # scored already (then the reserve would go unspent: it goes to learning); the last step shrinks to fit
+                greedy = self._record(state, state.policy.greedy_values())
+                reserve = 0 if greedy is not None and greedy["score"] is not None else val_cost
+                room = cfg.max_metric_calls - state.metric_calls - reserve
                 step_batch = min(batch, room // cfg.group_size)
                 if step_batch < 1:
                     break
@@ -430,7 +433,12 @@ class GRPO(Teleprompter):
             record["verdict"] = "the starting program"
             state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
             return record, False
-        if record is incumbent or record.get("verdict"):  # known: its scores are never bought twice
+        if record is incumbent or record.get("verdict") not in ("", _BUDGET_SPENT):  # known: never bought twice
+            return record, False
+        if state.metric_calls + len(rows) - len(record["scores"]) > cfg.max_metric_calls:
+            # the last steps spent the reserve (the prompt they start from was scored): the incumbent stands; not a
+            # final verdict, so a run resumed with a larger budget scores it
+            record["verdict"] = _BUDGET_SPENT
             return record, False
         if 0 < cfg.val_minibatch < len(rows) and len(record["scores"]) < len(rows):
             mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(cfg.val_minibatch)]
@@ -559,6 +567,9 @@ def _reverted(values: dict, start: dict) -> list[dict]:
         variant[predictor][slot] = start[predictor][slot]
         variants.append(variant)
     return variants
+
+
+_BUDGET_SPENT = "not scored: the budget is spent"
 
 
 def _mean(scores: dict[str, float], rows: list[str]) -> float:

@@ -404,3 +404,28 @@ def test_all_solved_examples_wait_until_the_others_are_used(tiny_lm):
     assert all(i in range(8) for batch in picked for i in batch)
     state.saturated = list(range(8))  # everything solved: nothing better to do than reuse them
     assert len(optimizer._next_batch(state, 8, 2)) == 2
+
+
+def test_the_final_reserve_goes_to_training_when_the_policy_prompt_is_scored_already(tiny_lm):
+    """Every prompt scores the same, so the policy never moves and its most likely prompt stays the starting one,
+    scored at the start: the validation kept in reserve for the final prompt would go unspent, so it buys training."""
+    data = dataset()
+    optimizer = GRPO(lambda example, pred, trace=None: 1.0, lm=tiny_lm, instructions=[TARGET, *OTHERS],
+                     max_metric_calls=4 + 3 * 8, group_size=4, batch_size=2, eval_every=2, early_stop_patience=0,
+                     propose_every=0, progress=False, seed=0)
+    optimizer.compile(ReportsItsPrompt(), trainset=data[:8], valset=data[8:])
+    state = optimizer.state
+    assert state.stopped == "budget" and state.step == 3
+    assert state.metric_calls == 28 and state.spent["train"] == 24  # the old reserve left 4 unspent
+
+
+@pytest.mark.parametrize("budget", [29, 33, 37])
+def test_the_budget_is_never_overshot_when_the_policy_moves_late(tiny_lm, budget):
+    """The policy learns toward TARGET, so its most likely prompt changes after steps that spent the reserve: that
+    prompt is left unscored (the incumbent stands) rather than bought past the budget."""
+    data = dataset()
+    optimizer = make(tiny_lm, None, max_metric_calls=budget, eval_every=1, lr=3.0)
+    optimizer.compile(ReportsItsPrompt(), trainset=data[:8], valset=data[8:])
+    state = optimizer.state
+    assert state.metric_calls <= budget
+    assert budget - state.metric_calls < 4  # less than one training group is left unspent
