@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -216,6 +217,7 @@ class RunFolder:
         if resume and not has_checkpoint:
             raise ConfigError(f"nothing to resume in {self.path}: it has no {CHECKPOINT}",
                               hint="start the run without --resume")
+        self.created = not self.path.exists()  # by this object: `discard` may remove it again
         self.path.mkdir(parents=True, exist_ok=True)
         first = self._lock()
         if resume and first:
@@ -290,6 +292,13 @@ class RunFolder:
                 del _HELD[self._key]
                 fcntl.flock(held[0], fcntl.LOCK_UN)
                 os.close(held[0])
+
+    def discard(self) -> None:
+        """Release the folder, and remove it when this object created it: a run refused before it began (a model
+        spec that does not resolve) leaves no empty folder behind. Only the fingerprint and the lock can be in it."""
+        self.release()
+        if self.created and {p.name for p in self.path.iterdir()} <= {FINGERPRINT, LOCK}:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def __del__(self):
         self.release()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dspyrl.cli.options import (ModelOptions, RewardOptions, SpendOptions, add_settings, build_reward, check_format,
-                                check_reward_options, judge_lm as build_judge_lm, settings_of)
+                                check_models, check_reward_options, judge_lm as build_judge_lm, settings_of)
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 
@@ -107,6 +107,7 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
     reward_options = RewardOptions(judge_mode=judge_mode, reward_model=reward_model)
     # beside a reward model --judge is only the pairwise judge
     check_reward_options(reward_options, judged=bool(judge) and reward_model is None)
+    check_format(format, program_file.build_program(), None)
     # claimed before any model loads: an earlier comparison in --out is not replaced without --force
     from dspyrl.runs import COMPARISON, RunFolder, content_hash
 
@@ -118,7 +119,7 @@ def compare_specs(a: str, b: str, *, program: str = "sentiment", data: str | Non
                                                    "reward_model": reward_model})
     if run.file(COMPARISON).exists() and not force:
         raise ConfigError(f"{out} already holds a comparison", hint="choose another --out or pass --force")
-    check_format(format, program_file.build_program(), None)  # before any model loads
+    check_models(run, judge=judge)
     with console.status("loading the models…"):
         arm_a, arm_b = arms({})
         judge_lm = build_judge_lm(ModelOptions(judge=judge, judge_max_tokens=judge_max_tokens, **hosted,

@@ -21,7 +21,8 @@ from typing import Any
 from dspyrl.config import check_settings, setting
 from dspyrl.errors import ConfigError
 from dspyrl.cli.options import (ModelOptions, RewardOptions, add_settings, build_reward, check_format,
-                                check_reward_options, judge_lm as build_judge_lm, run_fingerprint, settings_of, task_lm)
+                                check_models, check_reward_options, judge_lm as build_judge_lm, run_fingerprint, settings_of,
+                                task_lm)
 from dspyrl.score import summarize  # noqa: F401  (its home was here; callers may still import it from dspyrl.cli.eval)
 
 
@@ -69,14 +70,16 @@ def evaluate(config: EvalConfig, *, console=None, lm=None, judge_lm=None) -> dic
     if config.limit:
         examples = examples[: config.limit]
     # the folder is claimed before any model loads: a wrong --out costs nothing
-    check_reward_options(config, judged=bool(config.judge or judge_lm))  # before the run folder is claimed and any model loads
+    # before the run folder is claimed and any model loads
+    check_reward_options(config, judged=bool(config.judge or judge_lm))
+    check_format(config.format, program, None)
     run = RunFolder(out, force=config.force, fingerprint=run_fingerprint("eval", spec, program, examples, config,
                                                                          ["judge", "judge_mode", "reward_model",
                                                                           "temperature", "max_tokens"]))
     if run.file(SUMMARY).exists() and not config.force:
         raise ConfigError(f"run folder {out} already holds an evaluation", hint="choose another --out or pass --force")
+    check_models(run, model=None if lm else config.model, judge=None if judge_lm else config.judge)
 
-    check_format(config.format, program, None)
     if lm is None:
         with console.status(f"loading {config.model}…"):
             lm = task_lm(config, temperature=config.temperature)

@@ -21,7 +21,7 @@ from dspyrl.config import check_settings, setting
 from dspyrl.runs import PROGRAM, RunFolder
 from dspyrl.score import score_entry, score_program
 from dspyrl.cli.options import (ModelOptions, ReportOptions, RewardOptions, SpendOptions, add_settings, build_reward,
-                                check_reward_options, judge_estimate, judge_lm, run_fingerprint, settings_of, task_lm)
+                                check_models, check_reward_options, judge_estimate, judge_lm, run_fingerprint, settings_of, task_lm)
 
 METHODS = ("grpo", "dpo")
 TRAINABLE_FORMATS = ("chat", "json", "compact")  # generation formats a weights update can train on ("choice" does not generate)
@@ -59,12 +59,14 @@ def finetune_program(config: FinetuneConfig, *, console: Console | None = None, 
         console.print(estimate_spend(config, method_config(**settings), student, train, val, test))
         return {"estimate": True}
     out = Path(out or Path("runs") / f"{spec.name}-{method}-{datetime.now():%Y%m%d-%H%M%S}")
-    check_reward_options(config, judged=bool(config.judge))  # before the run folder is claimed and any model loads
+    # before the run folder is claimed and any model loads
+    check_reward_options(config, judged=bool(config.judge))
     # claimed before any model loads; the step count and the threads may change on resume, nothing else
     fingerprint = run_fingerprint("finetune", spec, student, examples, config, ["judge", "judge_mode", "reward_model",
                                                                               "method", "pairs", "seed", "max_tokens"])
     fingerprint["training"] = {k: v for k, v in settings.items() if k not in ("steps", "num_threads")}
     run = RunFolder(out, resume=resume, force=config.force, fingerprint=fingerprint)
+    check_models(run, model=config.model, judge=config.judge)
     console.print(f"[bold]dspyrl finetune[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{model}[/cyan] with LoRA "
                   f"{method.upper()}, {steps} steps — {len(train)} train / {len(val)} val / {len(test)} test rows, "
                   f"run folder {out}")

@@ -23,7 +23,7 @@ from dspyrl.errors import ConfigError
 from dspyrl.runs import PROGRAM, RunFolder
 from dspyrl.score import score_entry, score_program
 from dspyrl.cli.options import (ModelOptions, ReportOptions, RewardOptions, SpendOptions, add_settings, build_reward,
-                                check_format, check_reward_options, judge_estimate, judge_lm, lm_settings, report_callbacks,
+                                check_format, check_models, check_reward_options, judge_estimate, judge_lm, lm_settings, report_callbacks,
                                 run_fingerprint, settings_of, task_lm)
 
 
@@ -51,17 +51,19 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
         console.print(estimate_spend(config, grpo_config, student, train, val, test))
         return {"estimate": True}
     out = Path(config.out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
-    check_reward_options(config, judged=bool(config.judge))  # before the run folder is claimed and any model loads
+    # before the run folder is claimed and any model loads
+    check_reward_options(config, judged=bool(config.judge))
+    check_format(config.format, student, None)
     # claimed before any model loads; the budget and the threads may change on resume, nothing else
     fingerprint = run_fingerprint("optimize", spec, student, examples, config, ["judge", "judge_mode", "reward_model",
                                   "reflection_model", "seed", "fixed_format", "max_tokens"])
     fingerprint["grpo"] = {k: v for k, v in dataclasses.asdict(grpo_config).items()
                            if k not in ("max_metric_calls", "num_threads", "max_cost")}
     run = RunFolder(out, resume=config.resume, force=config.force, fingerprint=fingerprint)
+    check_models(run, model=config.model, judge=config.judge, reflection_model=config.reflection_model)
     console.print(f"[bold]dspyrl optimize[/bold]: [cyan]{spec.name}[/cyan] on [cyan]{config.model}[/cyan] — "
                   f"{len(train)} train / {len(val)} val / {len(test)} test rows, budget "
                   f"{grpo_config.max_metric_calls} metric calls, run folder {out}")
-    check_format(config.format, student, None)
     with console.status("loading the model…"):
         lm = task_lm(config)
         reward_judge = judge_lm(config)

@@ -77,6 +77,24 @@ class RewardOptions:
                                              "output instead of the program's reward, a group in one batch")
 
 
+def check_models(run, **specs: str | None) -> None:
+    """The model specs' errors that need no model loaded (an unknown local model, a malformed openai-compatible spec):
+    one line naming the option, exit 2, and the run folder `run` (a RunFolder, just claimed) is discarded if it was
+    new, so a mistyped --model leaves no empty folder. Keywords are option names (model=..., judge=...); None skips."""
+    from dspyrl.errors import DspyrlError
+    from dspyrl.lm import check_model_spec
+
+    for option, spec in specs.items():
+        if spec is None:
+            continue
+        try:
+            check_model_spec(spec)
+        except DspyrlError as err:
+            err.message = f"--{option.replace('_', '-')}: {err.message}"
+            run.discard()
+            raise
+
+
 def check_reward_options(options: RewardOptions, *, judged: bool) -> None:
     """What `build_reward` would refuse, found before any model loads (one line, exit 2). `judged`: a judge LM will
     score the program's reward (--judge; compare's pairwise judge is not that)."""

