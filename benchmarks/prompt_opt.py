@@ -80,12 +80,21 @@ class CallCounter(BaseCallback):
 
 
 def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, budget: int, seed: int, threads: int,
-                  grpo_settings: dict):
-    if name == "grpo":
+                  grpo_settings: dict, details: dict):
+    if name == "grpo":  # `details` gets how GRPO spent its budget and how far its result is from the start
         from dspyrl.optim.prompts.grpo import GRPO
 
-        return GRPO(metric, lm=lm, max_metric_calls=budget, seed=seed, num_threads=threads, progress=False,
-                    **grpo_settings).compile(student, trainset=train, valset=val)
+        grpo = GRPO(metric, lm=lm, max_metric_calls=budget, seed=seed, num_threads=threads, progress=False,
+                    **grpo_settings)
+        try:
+            return grpo.compile(student, trainset=train, valset=val)
+        finally:
+            if grpo.state is not None:
+                state = grpo.state
+                details.update(metric_calls=state.metric_calls, spent=dict(state.spent), steps=state.step,
+                               stopped=state.stopped, final_vs_start=state.final_vs_start,
+                               proposals=state.proposals.to_json(),
+                               verdicts=[r["verdict"] for r in state.val_history])
     if name == "bfrs":
         # cost ≈ (N + 3)·|val| evaluations + (N + 1) bootstrap passes over the trainset
         n = max(0, round((budget - 3 * len(val) - len(train)) / (len(val) + len(train))))
@@ -180,7 +189,8 @@ def summarize(results: list[dict], pass_name: str, console, title: str) -> list[
                           str(len(runs) - len(ok)), f"{sum(r['metric_calls'] for r in runs) / len(runs):.0f}",
                           f"{sum(r['lm_calls'] for r in runs) / len(runs):.0f}",
                           f"{sum(r['wall_s'] for r in runs) / len(runs):.0f} s", notes)
-        others = {n: m for n, m in means.items() if n not in ("grpo", "starting program") and m == m}
+        # "grpo <label>" rows (an earlier commit's GRPO, merged in for a before/after) are not rivals
+        others = {n: m for n, m in means.items() if not n.startswith("grpo") and n != "starting program" and m == m}
         if "grpo" in by_optimizer and others:
             best = max(others, key=others.get)
             grpo = {r["seed"]: r for r in by_optimizer["grpo"] if r["scores"]}
@@ -340,11 +350,11 @@ def main(argv=None) -> int:
                     student = spec.build_program()
                     counting, counter = CountingReward(reward), CallCounter()
                     dspy.cache.reset_memory_cache()
-                    started, note = time.perf_counter(), ""
+                    started, note, details = time.perf_counter(), "", {}
                     try:
                         with dspy.context(lm=lm, callbacks=[counter], adapter=format):
                             optimized = run_optimizer(name, student, train, val, counting, lm, args.budget, seed,
-                                                      args.threads, grpo_settings)
+                                                      args.threads, grpo_settings, details)
                     except Exception as err:  # a crashing optimizer is a result, not the end of the benchmark
                         optimized, note = None, f"crashed: {type(err).__name__}: {' '.join(str(err).split())[:100]}"
                         traceback.print_exc()
@@ -354,10 +364,15 @@ def main(argv=None) -> int:
                     mean = f"{sum(scores) / len(scores):.3f}" if scores else "-"
                     console.print(f"  {name} ({pass_name}): test {mean} ({failed} failed), {counting.calls} metric "
                                   f"calls, {counter.lm_calls} LM calls, {wall:.0f} s {note}")
+                    if details:  # GRPO counts failed runs too (as GEPA does); the reward is not called on those
+                        console.print(f"    GRPO's own count: {details['metric_calls']} metric calls, split "
+                                      f"{details['spent']}, {details['steps']} steps, stopped: {details['stopped']}; "
+                                      f"proposals {details['proposals']}; result − start on the valset "
+                                      f"{details['final_vs_start']}", markup=False)
                     record(family=family, seed=seed, optimizer=name, scores=scores, failed=failed,
                            metric_calls=counting.calls, lm_calls=counter.lm_calls, wall_s=wall, note=note,
                            prompts=describe(optimized), train=len(train), val=len(val), test=len(test),
-                           budget=args.budget, **{"pass": pass_name})
+                           budget=args.budget, grpo_run=details or None, **{"pass": pass_name})
 
     verdicts = []
     for pass_name in passes:
