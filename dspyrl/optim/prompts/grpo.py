@@ -127,6 +127,7 @@ class GRPOState:
     best: dict | None = None  # the incumbent {step, score, values}: what compile returns
     saturated: list[int] = field(default_factory=list)  # trainset rows whose last group was all-solved
     untried: list[list] = field(default_factory=list)  # [predictor, slot, value] candidates not yet tried
+    tried: list[list] = field(default_factory=list)  # the same, tried: queued again when the incumbent changes
     spent: dict = field(default_factory=lambda: {"train": 0, "validation": 0})  # metric calls by purpose
     val_cursor: int = 0  # where the next validation minibatch starts
     final_vs_start: dict | None = None  # the returned program − the starting program on the valset (paired)
@@ -421,13 +422,18 @@ class GRPO(Teleprompter):
         return _mean(record["scores"], list(record["scores"]))
 
     def _try_untried(self, student, valset, state: GRPOState, lm) -> int:
-        """Try each queued new candidate in the incumbent's prompt (that one slot changed), while the budget keeps a
-        full validation for the final prompt; returns how many were tried."""
+        """Try each queued candidate in the incumbent's prompt (that one slot changed), while the budget keeps a full
+        validation for the final prompt; returns how many were tried. A candidate that lost in one incumbent may help
+        the next (labelled demos may only pay with the format the policy found later), so whenever the incumbent
+        changes, the candidates tried so far are queued again against it."""
         tried = 0
         while self.config.try_new_candidates and state.untried:
             if state.metric_calls + 2 * len(valset) > self.config.max_metric_calls:
                 break  # the rest stay queued: a run resumed with a larger budget tries them
-            predictor, slot, value = state.untried.pop(0)
+            candidate = state.untried.pop(0)
+            predictor, slot, value = candidate
+            if candidate not in state.tried:
+                state.tried.append(candidate)
             variant = {p: dict(slots) for p, slots in state.best["values"].items()}
             variant[predictor][slot] = value
             self._try(student, valset, state, lm, variant)
@@ -438,7 +444,9 @@ class GRPO(Teleprompter):
         """Score a prompt (`_consider`); when it replaces the incumbent, also try the incumbent with each changed slot
         put back as it started, so a change that did not earn its place goes again (within noise the simpler program
         wins). Returns the prompt's validation record."""
+        before = values_key(state.best["values"]) if state.best else None
         record, adopted = self._consider(student, valset, state, lm, values)
+        changed = adopted
         while adopted:  # one slot back at a time, while the budget keeps a full validation for the final prompt
             adopted = False
             for variant in _reverted(state.best["values"], state.val_history[0]["values"]):
@@ -447,6 +455,10 @@ class GRPO(Teleprompter):
                 if self._consider(student, valset, state, lm, variant)[1]:
                     adopted = True
                     break
+        if changed and values_key(state.best["values"]) != before:
+            incumbent = state.best["values"]
+            state.untried += [c for c in state.tried if c not in state.untried
+                              and values_key(incumbent[c[0]][c[1]]) != values_key(c[2])]
         return record
 
     def _consider(self, student, valset, state: GRPOState, lm, values: dict) -> tuple[dict, bool]:
