@@ -12,11 +12,9 @@ One step, read top to bottom in `compile`:
   3. turn rewards into group-relative advantages (each run against the other runs on the same example);
   4. update the policy: K epochs on the clipped surrogate - β·KL(π‖π_ref) + c·H(π);
   5. every `propose_every` steps, add candidates: instructions an LM writes from the best and worst runs (filtered
-     before they reach the policy, see propose.py), and demo sets bootstrapped from high-reward runs; each new
-     instruction or demo set (the starting ones included) is also tried once in the incumbent's prompt; every
-     `eval_every` steps, the policy's most likely prompt is tried. A try scores a valset minibatch first, and the
-     whole valset only when it beats the incumbent there (GEPA's order: most of the budget goes to learning, not to
-     validating losers).
+     before they reach the policy, see propose.py), and demo sets bootstrapped from high-reward runs; every
+     `eval_every` steps, score the policy's most likely prompt on a valset minibatch, and on the whole valset only when
+     it beats the incumbent there (GEPA's order: most of the budget goes to learning, not to validating losers).
 Examples whose last group was solved by every sample (all rewards equal and high: `frac_zero_std`) teach nothing; the
 next batches take examples that still vary or fail first.
 The returned program is the incumbent: the starting program, replaced only on paired validation evidence, and within
@@ -90,10 +88,6 @@ class GRPOConfig:
                                             "interval of its valset gain lies above 0", gt=0, le=0.999)
     val_minibatch: int = setting(4, "valset rows a new candidate is scored on first; the full valset only when it "
                                     "beats the incumbent there (0: always the full valset)", ge=0)
-    try_new_candidates: bool = setting(True, "try each new instruction and demo set once in the incumbent's prompt "
-                                             "(a valset minibatch, then the full valset only when it beats the "
-                                             "incumbent there), so a good one need not wait for the policy to make "
-                                             "it most likely")
     skip_saturated: bool = setting(True, "examples whose last group all scored the same high reward wait until the "
                                          "others have been used")
     plausibility_margin: float = setting(1.5, "reject proposals whose mean token log-probability under a local task "
@@ -126,8 +120,6 @@ class GRPOState:
     val_history: list[dict] = field(default_factory=list)  # {step, values, scores: {row: score}, score, verdict}
     best: dict | None = None  # the incumbent {step, score, values}: what compile returns
     saturated: list[int] = field(default_factory=list)  # trainset rows whose last group was all-solved
-    untried: list[list] = field(default_factory=list)  # [predictor, slot, value] candidates not yet tried
-    tried: list[list] = field(default_factory=list)  # the same, tried: queued again when the incumbent changes
     spent: dict = field(default_factory=lambda: {"train": 0, "validation": 0})  # metric calls by purpose
     val_cursor: int = 0  # where the next validation minibatch starts
     final_vs_start: dict | None = None  # the returned program − the starting program on the valset (paired)
@@ -307,7 +299,6 @@ class GRPO(Teleprompter):
         proposed = 0
         if cfg.propose_every and state.step % cfg.propose_every == 0:
             proposed = self._propose(student, state, scored, lm)
-        tried = self._try_untried(student, valset, state, lm)
         val_score = None
         if cfg.eval_every and state.step % cfg.eval_every == 0:
             val_score = self._validate(student, valset, state, lm)
@@ -330,7 +321,7 @@ class GRPO(Teleprompter):
             "step_failures": sum(1 for r in rollouts.rollouts if r.error), "failures": state.failures,
             "metric_calls": state.metric_calls, "lm_calls": state.lm_calls, "tokens": state.tokens,
             "cost": state.cost, "wall_s": state.wall_s, "val_score": val_score,
-            "best_val": state.best["score"] if state.best else None, "new_candidates": proposed, "tried": tried,
+            "best_val": state.best["score"] if state.best else None, "new_candidates": proposed,
             "saturated": len(state.saturated), "spent": dict(state.spent),
             "proposals": state.proposals.to_json(),
             "greedy": {p: {s: state.policy.slots[p][s].origins[i] for s, i in slots.items()}
@@ -366,8 +357,6 @@ class GRPO(Teleprompter):
                                             count=cfg.labelled_demo_sets, rng=rng):
                 policy.add_candidate(name, "demos", demos, "labelled", max_candidates=cfg.max_candidates)
         state = GRPOState(policy=policy, rng=rng, early=EarlyStopping(patience=cfg.early_stop_patience))
-        state.untried = [[name, slot, value] for name, slots in policy.slots.items() for slot in _TRIED_SLOTS
-                         for value, origin in zip(slots[slot].candidates, slots[slot].origins) if origin != "original"]
         if run:
             run.write_config({**dataclasses.asdict(cfg), "optimizer": "dspyrl.GRPO", "predictors": predictors,
                               "trainset_size": len(trainset), "lm": _lm_name(self.lm or dspy.settings.lm),
@@ -413,40 +402,12 @@ class GRPO(Teleprompter):
         return batch
 
     def _validate(self, student, valset, state: GRPOState, lm) -> float:
-        """Try the policy's most likely prompt (`_try`). Returns its mean score on the rows it was scored on.
+        """Score the policy's most likely prompt (`_consider`); when it replaces the incumbent, also try the incumbent
+        with each changed slot put back as it started, so a change that did not earn its place goes again (within
+        noise the simpler program wins). Returns the prompt's mean score on the rows it was scored on.
 
         Every call counts for early stopping, on the incumbent's score: a prompt that does not replace it is a plateau."""
-        record = self._try(student, valset, state, lm, state.policy.greedy_values())
-        if state.early.update(state.best["score"]) and not state.stopped:
-            state.stopped = "early_stop"
-        return _mean(record["scores"], list(record["scores"]))
-
-    def _try_untried(self, student, valset, state: GRPOState, lm) -> int:
-        """Try each queued candidate in the incumbent's prompt (that one slot changed), while the budget keeps a full
-        validation for the final prompt; returns how many were tried. A candidate that lost in one incumbent may help
-        the next (labelled demos may only pay with the format the policy found later), so whenever the incumbent
-        changes, the candidates tried so far are queued again against it."""
-        tried = 0
-        while self.config.try_new_candidates and state.untried:
-            if state.metric_calls + 2 * len(valset) > self.config.max_metric_calls:
-                break  # the rest stay queued: a run resumed with a larger budget tries them
-            candidate = state.untried.pop(0)
-            predictor, slot, value = candidate
-            if candidate not in state.tried:
-                state.tried.append(candidate)
-            variant = {p: dict(slots) for p, slots in state.best["values"].items()}
-            variant[predictor][slot] = value
-            self._try(student, valset, state, lm, variant)
-            tried += 1
-        return tried
-
-    def _try(self, student, valset, state: GRPOState, lm, values: dict) -> dict:
-        """Score a prompt (`_consider`); when it replaces the incumbent, also try the incumbent with each changed slot
-        put back as it started, so a change that did not earn its place goes again (within noise the simpler program
-        wins). Returns the prompt's validation record."""
-        before = values_key(state.best["values"]) if state.best else None
-        record, adopted = self._consider(student, valset, state, lm, values)
-        changed = adopted
+        record, adopted = self._consider(student, valset, state, lm, state.policy.greedy_values())
         while adopted:  # one slot back at a time, while the budget keeps a full validation for the final prompt
             adopted = False
             for variant in _reverted(state.best["values"], state.val_history[0]["values"]):
@@ -455,11 +416,9 @@ class GRPO(Teleprompter):
                 if self._consider(student, valset, state, lm, variant)[1]:
                     adopted = True
                     break
-        if changed and values_key(state.best["values"]) != before:
-            incumbent = state.best["values"]
-            state.untried += [c for c in state.tried if c not in state.untried
-                              and values_key(incumbent[c[0]][c[1]]) != values_key(c[2])]
-        return record
+        if state.early.update(state.best["score"]) and not state.stopped:
+            state.stopped = "early_stop"
+        return _mean(record["scores"], list(record["scores"]))
 
     def _consider(self, student, valset, state: GRPOState, lm, values: dict) -> tuple[dict, bool]:
         """Score a prompt on a valset minibatch first, on the whole valset only when it beats the incumbent on those
@@ -537,14 +496,12 @@ class GRPO(Teleprompter):
                                                   seed=request_seed(cfg.seed, 10**6 + state.step), task_lm=lm):
                     if state.policy.add_candidate(name, "instruction", text, f"proposed@{state.step}",
                                                   max_candidates=cfg.max_candidates) is not None:
-                        state.untried.append([name, "instruction", text])
                         added += 1
             pool = state.demo_pool.get(name, [])
             if len(pool) >= min(2, cfg.num_demos):
                 demos = balanced_demo_set(pool, cfg.num_demos, state.rng, label_field(predictor.signature))
                 if state.policy.add_candidate(name, "demos", demos, f"bootstrapped@{state.step}",
                                               max_candidates=cfg.max_candidates) is not None:
-                    state.untried.append([name, "demos", demos])
                     added += 1
         return added
 
@@ -613,7 +570,6 @@ def _reverted(values: dict, start: dict) -> list[dict]:
 
 
 _BUDGET_SPENT = "not scored: the budget is spent"
-_TRIED_SLOTS = ("instruction", "demos")  # formats are few and the explore half of every group tries them
 
 
 def _mean(scores: dict[str, float], rows: list[str]) -> float:
