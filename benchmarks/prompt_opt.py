@@ -81,7 +81,9 @@ class CallCounter(BaseCallback):
 
 def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, budget: int, seed: int, threads: int,
                   grpo_settings: dict, details: dict):
-    if name == "grpo":  # `details` gets how GRPO spent its budget and how far its result is from the start
+    if name == "grpo":
+        # `details` gets how GRPO spent its budget and how far its result is from the start, under the names of
+        # `dspyrl optimize`'s summary.json; filled in `finally`, so a run that crashes part-way still reports them
         from dspyrl.optim.prompts.grpo import GRPO
 
         grpo = GRPO(metric, lm=lm, max_metric_calls=budget, seed=seed, num_threads=threads, progress=False,
@@ -91,9 +93,9 @@ def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, bu
         finally:
             if grpo.state is not None:
                 state = grpo.state
-                details.update(metric_calls=state.metric_calls, spent=dict(state.spent), steps=state.step,
-                               stopped=state.stopped, final_vs_start=state.final_vs_start,
-                               proposals=state.proposals.to_json(),
+                details.update(metric_calls=state.metric_calls, steps=state.step, stopped=state.stopped,
+                               budget_split={**state.spent, "proposal_lm_calls": state.proposals.asked},
+                               val_vs_start=state.final_vs_start, proposals=state.proposals.to_json(),
                                verdicts=[r["verdict"] for r in state.val_history])
     if name == "bfrs":
         # cost ≈ (N + 3)·|val| evaluations + (N + 1) bootstrap passes over the trainset
@@ -366,9 +368,9 @@ def main(argv=None) -> int:
                                   f"calls, {counter.lm_calls} LM calls, {wall:.0f} s {note}")
                     if details:  # GRPO counts failed runs too (as GEPA does); the reward is not called on those
                         console.print(f"    GRPO's own count: {details['metric_calls']} metric calls, split "
-                                      f"{details['spent']}, {details['steps']} steps, stopped: {details['stopped']}; "
-                                      f"proposals {details['proposals']}; result − start on the valset "
-                                      f"{details['final_vs_start']}", markup=False)
+                                      f"{details['budget_split']}, {details['steps']} steps, stopped: "
+                                      f"{details['stopped']}; proposals {details['proposals']}; result − start on "
+                                      f"the valset {details['val_vs_start']}", markup=False)
                     record(family=family, seed=seed, optimizer=name, scores=scores, failed=failed,
                            metric_calls=counting.calls, lm_calls=counter.lm_calls, wall_s=wall, note=note,
                            prompts=describe(optimized), train=len(train), val=len(val), test=len(test),
