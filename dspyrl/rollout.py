@@ -39,7 +39,7 @@ from dspy.utils.callback import BaseCallback
 
 from dspy.utils.exceptions import LMAuthError, LMBillingError
 
-from dspyrl.formats.per_predictor import FORMAT_ATTRIBUTE, PredictorFormats
+from dspyrl.formats.per_predictor import predictor_format_settings
 from dspyrl.lm.cache import cache_requests, forget
 from dspyrl.lm.hosted import ProviderRefused
 from dspyrl.lm.usage import entry_cost, price_here
@@ -370,9 +370,8 @@ def _rollout(program, example, i, s, reward, rollout_lm, format, configure, fail
         rollout_lm.callbacks = [*rollout_lm.callbacks, recorder]
     if format is not None:
         settings["adapter"] = format
-    if any(getattr(p, FORMAT_ATTRIBUTE, None) for _, p in predictors):  # per-predictor formats (the prompt policy's choice) route over `format`
-        router = PredictorFormats(settings.get("adapter") or dspy.settings.adapter)
-        settings.update(adapter=router, callbacks=[*settings.get("callbacks", dspy.settings.callbacks or []), router])
+    # per-predictor formats (the prompt policy's choice) route over `format`
+    settings.update(predictor_format_settings(program_copy, settings.get("adapter"), settings.get("callbacks")))
     prediction, error = None, None
     start = time.perf_counter()
     with dspy.context(**settings):

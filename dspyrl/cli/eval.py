@@ -38,7 +38,6 @@ class EvalConfig(ModelOptions, RewardOptions):
     force: bool = setting(False, "replace an evaluation already in --out, or write into a folder another run made")
     limit: int | None = setting(None, "only the first N examples (default: all)", ge=1)
     temperature: float = setting(0.0, "sampling temperature", ge=0.0)
-    max_tokens: int = setting(256, "completion limit of the task model", ge=1)
     failure_reward: float = 0.0  # reward of a run whose LM call or parse failed
 
     def __post_init__(self):

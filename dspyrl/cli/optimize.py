@@ -101,11 +101,8 @@ def optimize_program(config: OptimizeConfig, *, console: Console | None = None, 
         "lm_calls": before["lm_calls"] + state.lm_calls + after["lm_calls"],
         "tokens": before["tokens"] + state.tokens + after["tokens"],
         "cost": before["cost"] + state.cost + after["cost"], "wall_s": before["wall_s"] + optimize_s + after["wall_s"],
-        "best_val": state.best, "metric_calls": state.metric_calls, "steps": state.step, "stopped": state.stopped,
-        "usage": meter.table(), "optimize_usage": optimizer.meter.table(), "max_cost": config.max_cost,
-        "val_vs_start": state.final_vs_start, "budget_split": {**state.spent, "proposal_lm_calls": state.proposals.asked},
-        "proposals": state.proposals.to_json(),
-        "optimize_wall_s": optimize_s, "program_json": str(run.file(PROGRAM))})
+        **state.outcome(), "usage": meter.table(), "optimize_usage": optimizer.meter.table(),
+        "max_cost": config.max_cost, "optimize_wall_s": optimize_s, "program_json": str(run.file(PROGRAM))})
     run.release()
     show_story(console, summary, optimized)
     console.print(meter.summary_line())

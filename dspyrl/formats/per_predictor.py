@@ -157,9 +157,17 @@ class FormatPin(BaseCallback):
 _PIN = FormatPin()
 
 
+def predictor_format_settings(program, fallback: dspy.Adapter | None = None, callbacks: list | None = None) -> dict:
+    """The dspy.context settings under which the program's per-predictor formats hold ({} when it has none): the
+    router as the format, and as one more callback after `callbacks` (default: the context's)."""
+    if not predictor_formats(program):
+        return {}
+    router = PredictorFormats(fallback or dspy.settings.adapter)
+    before = dspy.settings.callbacks if callbacks is None else callbacks
+    return {"adapter": router, "callbacks": [*(before or []), router]}
+
+
 def use_predictor_formats(program, fallback: dspy.Adapter | None = None):
     """A dspy.context in which the program's per-predictor formats hold (a no-op context when it has none)."""
-    if not predictor_formats(program):
-        return contextlib.nullcontext()
-    router = PredictorFormats(fallback or dspy.settings.adapter)
-    return dspy.context(adapter=router, callbacks=[*(dspy.settings.callbacks or []), router])
+    settings = predictor_format_settings(program, fallback)
+    return dspy.context(**settings) if settings else contextlib.nullcontext()

@@ -69,26 +69,28 @@ def _in_process(model: str) -> bool:
     return model.startswith("local/")
 
 
-def call_cost(model: str, usage: dict) -> tuple[float, str]:
-    """(cost in USD, source) of one call from its usage: the provider's figure, else the price map, else none."""
+def call_cost(model: str, usage: dict, dspy_cost: float | None = None) -> tuple[float, str]:
+    """(cost in USD, source) of one call from its usage: the provider's figure (what was billed), else DSPy's (the
+    cost of its history entry, from the same price map), else the price map, else none. The one cost decision of the
+    meter (UsageMeter.on_lm_end) and of rollouts and the judge (entry_cost), so their totals agree."""
     if usage.get("cost") is not None:
         return float(usage["cost"]), "provider"
+    if dspy_cost is not None:
+        return float(dspy_cost), "price map"
     priced = price_of(model, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
     return (priced, "price map") if priced is not None else (0.0, "tokens only")
 
 
 def entry_cost(lm, entry: dict) -> float:
-    """The cost of the call behind one LM history entry: DSPy's figure when it made one, else ours (call_cost); 0 for
-    a cache hit (no usage: nothing was billed)."""
+    """The cost of the call behind one LM history entry (call_cost: the provider's figure, else DSPy's, else the price
+    map); 0 for a cache hit (no usage: nothing was billed)."""
     usage = entry.get("usage") or {}
     if not usage:
         return 0.0
-    if entry.get("cost") is not None:
-        return float(entry["cost"])
     provider_cost = _reported_cost(entry.get("response"))
-    if provider_cost is not None:
+    if provider_cost is not None and usage.get("cost") is None:
         usage = {**usage, "cost": provider_cost}
-    return call_cost(getattr(lm, "model", "?"), usage)[0]
+    return call_cost(getattr(lm, "model", "?"), usage, entry.get("cost"))[0]
 
 
 # -------------------------------------------------------------------------- calls dspyrl prices itself
@@ -227,10 +229,7 @@ class UsageMeter(BaseCallback):
         for usage in reported:
             call.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             call.completion_tokens += int(usage.get("completion_tokens") or 0)
-            if entry is not None and usage.get("cost") is None and entry.get("cost") is not None:
-                cost, source = float(entry["cost"]), "price map"
-            else:
-                cost, source = call_cost(model, usage)
+            cost, source = call_cost(model, usage, entry.get("cost") if entry is not None else None)
             call.cost += cost
             call.sources[source] = call.sources.get(source, 0) + 1
         with self._lock:

@@ -92,6 +92,22 @@ def test_help_shows_the_config_dataclass_defaults(capsys):
     assert "completion limit of the judge LM, the same in every command (default: 256)" in text
 
 
+def test_every_command_gives_the_task_model_the_same_completion_limit(capsys):
+    """`dspyrl eval` once defaulted to 256 tokens where optimize and compare gave 128: an eval of a compiled program
+    then did not reproduce the test score optimize had printed for it."""
+    from dspyrl.cli.compare import CompareConfig
+    from dspyrl.cli.eval import EvalConfig
+    from dspyrl.cli.finetune import FinetuneConfig
+    from dspyrl.cli.optimize import OptimizeConfig
+
+    limits = {c.__name__: c.__dataclass_fields__["max_tokens"].default
+              for c in (EvalConfig, OptimizeConfig, CompareConfig, FinetuneConfig)}
+    assert len(set(limits.values())) == 1, limits
+    assert main(["eval", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"completion limit of the task model (default: {limits['EvalConfig']})" in text
+
+
 MODEL_CASES = [  # (argv, the option the one line names); the default run folder is under runs/ in the cwd
     (["optimize", "sentiment", "--model", "nosuch/thing"], "--model: unknown model 'nosuch/thing'"),
     (["optimize", "sentiment", "--judge", "{tmp}/no_model_here"], "--judge: unknown model"),

@@ -134,6 +134,14 @@ class GRPOState:
                     proposals=self.proposals.to_json())
         return data
 
+    def outcome(self) -> dict:
+        """What a reader of a finished (or crashed) run asks first: how the budget went and how far the result is from
+        the start. One copy for `dspyrl optimize`'s summary.json and the benchmark's per-run details."""
+        return {"best_val": self.best, "metric_calls": self.metric_calls, "steps": self.step, "stopped": self.stopped,
+                "val_vs_start": self.final_vs_start,
+                "budget_split": {**self.spent, "proposal_lm_calls": self.proposals.asked},
+                "proposals": self.proposals.to_json()}
+
     @classmethod
     def from_json(cls, data: dict) -> GRPOState:
         data = dict(data)

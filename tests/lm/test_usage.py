@@ -1,0 +1,23 @@
+"""The one cost decision (dspyrl.lm.usage.call_cost) that the meter and the rollouts' entry_cost share."""
+
+from dspyrl.lm.usage import call_cost, entry_cost
+
+
+class _LM:
+    model = "acme/unpriced-model-for-this-test"
+
+
+def test_the_providers_figure_beats_dspys_and_dspys_beats_none():
+    usage = {"prompt_tokens": 10, "completion_tokens": 5}
+    assert call_cost(_LM.model, {**usage, "cost": 0.003}, dspy_cost=0.001) == (0.003, "provider")
+    assert call_cost(_LM.model, usage, dspy_cost=0.001) == (0.001, "price map")
+    assert call_cost(_LM.model, usage) == (0.0, "tokens only")  # an unknown price is not a zero price: the source says so
+
+
+def test_a_history_entry_is_priced_as_the_meter_prices_its_call():
+    usage = {"prompt_tokens": 10, "completion_tokens": 5}
+    # the provider billed 0.003 (in the usage it returned) while DSPy estimated 0.001: the bill wins in both places
+    entry = {"usage": {**usage, "cost": 0.003}, "cost": 0.001}
+    assert entry_cost(_LM(), entry) == call_cost(_LM.model, entry["usage"], entry["cost"])[0] == 0.003
+    assert entry_cost(_LM(), {"usage": usage, "cost": 0.001}) == 0.001
+    assert entry_cost(_LM(), {"usage": {}, "cost": 0.001}) == 0.0  # a cache hit: nothing was billed
