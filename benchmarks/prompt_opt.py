@@ -253,6 +253,15 @@ def print_merged(paths: list[str], out: str | None) -> int:
         results += data["runs"] if isinstance(data, dict) else data  # a finished run, or one cut off mid-way
         argvs.append(" ".join(data.get("argv", [])) if isinstance(data, dict) else f"{path} (unfinished)")
     console.print("[bold]merged runs:[/bold]\n  " + "\n  ".join(argvs))
+    # one row per (family, seed, optimizer, pass): every run records the starting program of the seeds it ran, and two
+    # files of one seed would otherwise count it twice; a later file's different row replaces the earlier one, said so
+    rows: dict[tuple, dict] = {}
+    for row in results:
+        key = (row["family"], row["seed"], row["optimizer"], row["pass"])
+        if key in rows and rows[key]["scores"] != row["scores"]:
+            console.print(f"  {key}: the later file's row replaces an earlier one with other scores")
+        rows[key] = row
+    results = list(rows.values())
     verdicts = []
     for pass_name in PASSES:
         if any(r["pass"] == pass_name for r in results):

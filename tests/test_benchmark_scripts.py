@@ -51,11 +51,15 @@ def test_prompt_opt_merges_runs_split_across_processes_into_one_table_and_paired
     # one process per seed; GRPO's row counts in both passes
     first = [row(0, "grpo", [1, 1, 1, 0], "both"), row(0, "bfrs", [0, 1, 0, 0])]
     (tmp_path / "s0.json").write_text(json.dumps({"runs": first, "verdicts": [], "argv": ["seed 0"]}))
-    (tmp_path / "s1.json").write_text(json.dumps([row(1, "grpo", [1, 1, 0, 1], "both"), row(1, "bfrs", [1, 0, 0, 0])]))
+    # the second file ran seed 0's bfrs again (the same rows): counted once, not twice
+    (tmp_path / "s1.json").write_text(json.dumps([row(1, "grpo", [1, 1, 0, 1], "both"), row(1, "bfrs", [1, 0, 0, 0]),
+                                                  row(0, "bfrs", [0, 1, 0, 0])]))
     out = tmp_path / "merged.json"
     assert prompt_opt.main(["--merge", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "seed 0" in printed and "(unfinished)" in printed
-    (verdict,) = json.loads(out.read_text())["verdicts"]
+    merged = json.loads(out.read_text())
+    assert len(merged["runs"]) == 4  # seed 0's bfrs once
+    (verdict,) = merged["verdicts"]
     assert verdict["best_other"] == "bfrs" and verdict["grpo"] == 0.75 and verdict["best_other_mean"] == 0.25
     assert abs(verdict["mean_diff"] - 0.5) < 1e-9  # paired over the 8 (seed, row) pairs of both files
