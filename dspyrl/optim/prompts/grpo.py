@@ -15,9 +15,8 @@ One step, read top to bottom in `compile`:
      before they reach the policy, see propose.py), and demo sets bootstrapped from high-reward runs; every
      `eval_every` steps, score the policy's most likely prompt on a valset minibatch, and on the whole valset only when
      it beats the incumbent there (GEPA's order: most of the budget goes to learning, not to validating losers).
-After the last step, what is left of the budget (a validation and `sweep_tries` minibatches are kept for it while the
-incumbent can still be beaten) tries the runners-up: the incumbent with one demo set (first) or instruction swapped,
-most likely first (`_sweep`).
+After the last step, what is left of the budget (one validation is kept for it while the incumbent can still be beaten)
+tries the runners-up: the incumbent with one demo set (first) or instruction swapped, most likely first (`_sweep`).
 Examples whose last group was solved by every sample (all rewards equal and high: `frac_zero_std`) teach nothing; the
 next batches take examples that still vary or fail first.
 The returned program is the incumbent: the starting program, replaced only on paired validation evidence, and within
@@ -91,9 +90,6 @@ class GRPOConfig:
                                             "interval of its valset gain lies above 0", gt=0, le=0.999)
     val_minibatch: int = setting(4, "valset rows a new candidate is scored on first; the full valset only when it "
                                     "beats the incumbent there (0: always the full valset)", ge=0)
-    sweep_tries: int = setting(2, "runners-up (the incumbent with one demo set or instruction swapped) the budget "
-                                  "keeps a valset minibatch for after the last step, while the incumbent can still be "
-                                  "beaten (0: no sweep)", ge=0)
     skip_saturated: bool = setting(True, "examples whose last group all scored the same high reward wait until the "
                                          "others have been used")
     plausibility_margin: float = setting(1.5, "reject proposals whose mean token log-probability under a local task "
@@ -222,13 +218,12 @@ class GRPO(Teleprompter):
                 if meter.over_cap(projected=step_cost):  # the next step would cross the cap: stop, checkpointed
                     state.stopped = "cost_cap"
                     break
-                # keep one validation in reserve for the final prompt, and `sweep_tries` minibatches more for the
-                # sweep (below) while the incumbent can still be beaten; what would go unspent goes to learning; the
-                # last step shrinks to fit
+                # keep one validation in reserve for the final prompt and the sweep (below), unless the policy's most
+                # likely prompt is scored already and the incumbent cannot be beaten on the valset (then it would go
+                # unspent: it goes to learning); the last step shrinks to fit
                 greedy = self._record(state, state.policy.greedy_values())
-                sweep = cfg.sweep_tries > 0 and self._beatable(state)
-                reserve = (0 if greedy is not None and greedy["score"] is not None and not sweep else val_cost)
-                reserve += cfg.sweep_tries * self._minibatch_size(val_cost) if sweep else 0
+                scored = greedy is not None and greedy["score"] is not None
+                reserve = 0 if scored and not self._beatable(state) else val_cost
                 room = cfg.max_metric_calls - state.metric_calls - reserve
                 step_batch = min(batch, room // cfg.group_size)
                 if step_batch < 1:
@@ -454,7 +449,7 @@ class GRPO(Teleprompter):
         at every step instead were measured and rejected: they spent the budget before the format was learned (the
         demo fell from 100% to 57% on test). A prompt already scored is not bought twice, so a resumed run goes on
         where the sweep stopped."""
-        while self.config.sweep_tries and self._beatable(state):
+        while self._beatable(state):
             runners_up = [values for values in self._runners_up(state) if self._record(state, values) is None]
             if not runners_up or state.metric_calls + len(valset) > self.config.max_metric_calls:
                 return
@@ -474,10 +469,6 @@ class GRPO(Teleprompter):
                         variant[predictor][slot_name] = value
                         scored.append((slot_name != "demos", -float(prob), len(scored), variant))
         return [t[-1] for t in sorted(scored, key=lambda t: t[:3])]
-
-    def _minibatch_size(self, val_cost: int) -> int:
-        """Rows a new prompt is first scored on (`_consider`): val_minibatch, or the whole valset when it is no larger."""
-        return self.config.val_minibatch if 0 < self.config.val_minibatch < val_cost else val_cost
 
     def _beatable(self, state: GRPOState) -> bool:
         """Whether some prompt could still beat the incumbent on the valset: it is below the top score on some row (a

@@ -163,8 +163,7 @@ def test_resume_continues_from_the_last_step_with_the_same_budget_accounting(tin
 def test_garbage_proposals_from_the_tiny_model_are_counted_and_skipped(tiny_lm):
     data = dataset()
     optimizer = make(tiny_lm, None, propose_every=1, max_metric_calls=2 * 4 + 2 * 8, num_proposals=3,
-                     proposal_max_tokens=24, learn_format=False,  # chat only: nothing the random model says parses
-                     sweep_tries=0)  # the budget is sized to exactly two steps
+                     proposal_max_tokens=24, learn_format=False)  # chat only: nothing the random model says parses
     optimizer.compile(ReportsItsPrompt(), trainset=data[:8], valset=data[8:])
     stats = optimizer.state.proposals
     assert optimizer.state.step == 2 and stats.asked == 6
