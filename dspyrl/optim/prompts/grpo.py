@@ -15,8 +15,6 @@ One step, read top to bottom in `compile`:
      before they reach the policy, see propose.py), and demo sets bootstrapped from high-reward runs; every
      `eval_every` steps, score the policy's most likely prompt on a valset minibatch, and on the whole valset only when
      it beats the incumbent there (GEPA's order: most of the budget goes to learning, not to validating losers).
-After the last step, what is left of the budget (one validation is kept for it while the incumbent can still be beaten)
-tries the runners-up: the incumbent with one demo set (first) or instruction swapped, most likely first (`_sweep`).
 Examples whose last group was solved by every sample (all rewards equal and high: `frac_zero_std`) teach nothing; the
 next batches take examples that still vary or fail first.
 The returned program is the incumbent: the starting program, replaced only on paired validation evidence, and within
@@ -122,7 +120,7 @@ class GRPOState:
     val_history: list[dict] = field(default_factory=list)  # {step, values, scores: {row: score}, score, verdict}
     best: dict | None = None  # the incumbent {step, score, values}: what compile returns
     saturated: list[int] = field(default_factory=list)  # trainset rows whose last group was all-solved
-    spent: dict = field(default_factory=lambda: {"train": 0, "validation": 0})  # metric calls by purpose (+ "sweep")
+    spent: dict = field(default_factory=lambda: {"train": 0, "validation": 0})  # metric calls by purpose
     val_cursor: int = 0  # where the next validation minibatch starts
     final_vs_start: dict | None = None  # the returned program − the starting program on the valset (paired)
     early: EarlyStopping = field(default_factory=EarlyStopping)
@@ -218,12 +216,10 @@ class GRPO(Teleprompter):
                 if meter.over_cap(projected=step_cost):  # the next step would cross the cap: stop, checkpointed
                     state.stopped = "cost_cap"
                     break
-                # keep one validation in reserve for the final prompt and the sweep (below), unless the policy's most
-                # likely prompt is scored already and the incumbent cannot be beaten on the valset (then it would go
-                # unspent: it goes to learning); the last step shrinks to fit
+                # keep one validation in reserve for the final prompt, unless the policy's most likely prompt is
+                # scored already (then the reserve would go unspent: it goes to learning); the last step shrinks to fit
                 greedy = self._record(state, state.policy.greedy_values())
-                scored = greedy is not None and greedy["score"] is not None
-                reserve = 0 if scored and not self._beatable(state) else val_cost
+                reserve = 0 if greedy is not None and greedy["score"] is not None else val_cost
                 room = cfg.max_metric_calls - state.metric_calls - reserve
                 step_batch = min(batch, room // cfg.group_size)
                 if step_batch < 1:
@@ -241,7 +237,6 @@ class GRPO(Teleprompter):
             state.stopped = state.stopped or "budget"
             if state.stopped != "cost_cap":  # at the cap the incumbent stands: its valset scores are known already
                 self._validate(student, valset, state, lm)  # the final policy, unless that prompt was scored already
-                self._sweep(student, valset, state, lm)
             start, final = state.val_history[0], self._record(state, state.best["values"])
             state.final_vs_start = paired_difference(start["scores"], final["scores"],
                                                      confidence=cfg.select_confidence, seed=cfg.seed)
@@ -415,74 +410,25 @@ class GRPO(Teleprompter):
         return batch
 
     def _validate(self, student, valset, state: GRPOState, lm) -> float:
-        """Try the policy's most likely prompt (`_try`). Returns its mean score on the rows it was scored on.
+        """Score the policy's most likely prompt (`_consider`); when it replaces the incumbent, also try the incumbent
+        with each changed slot put back as it started, so a change that did not earn its place goes again (within
+        noise the simpler program wins). Returns the prompt's mean score on the rows it was scored on.
 
         Every call counts for early stopping, on the incumbent's score: a prompt that does not replace it is a plateau."""
-        record = self._try(student, valset, state, lm, state.policy.greedy_values())
-        if state.early.update(state.best["score"]) and not state.stopped:
-            state.stopped = "early_stop"
-        return _mean(record["scores"], list(record["scores"]))
-
-    def _try(self, student, valset, state: GRPOState, lm, values: dict, purpose: str = "validation") -> dict:
-        """Score a prompt (`_consider`); when it replaces the incumbent, also try the incumbent with each changed slot
-        put back as it started, so a change that did not earn its place goes again (within noise the simpler program
-        wins). Returns the prompt's validation record."""
-        record, adopted = self._consider(student, valset, state, lm, values, purpose)
+        record, adopted = self._consider(student, valset, state, lm, state.policy.greedy_values())
         while adopted:  # one slot back at a time, while the budget keeps a full validation for the final prompt
             adopted = False
             for variant in _reverted(state.best["values"], state.val_history[0]["values"]):
                 if state.metric_calls + 2 * len(valset) > self.config.max_metric_calls:
                     break
-                if self._consider(student, valset, state, lm, variant, purpose)[1]:
+                if self._consider(student, valset, state, lm, variant)[1]:
                     adopted = True
                     break
-        return record
+        if state.early.update(state.best["score"]) and not state.stopped:
+            state.stopped = "early_stop"
+        return _mean(record["scores"], list(record["scores"]))
 
-    def _sweep(self, student, valset, state: GRPOState, lm) -> None:
-        """What the steps leave of the budget goes to the runners-up: the incumbent with one instruction or demo set
-        swapped for another candidate of that slot, most likely under the final policy first, each tried as any
-        prompt is (a minibatch, then the whole valset only when it wins there; adopted only on paired evidence).
-
-        Training finds the lever that matters most (on a small model, the format); a candidate that pays only in that
-        prompt (labelled demos shown in the structured format on CoT classification) may never become the policy's
-        most likely value in a few steps, and trying it once is cheaper than the steps it would take. Candidates tried
-        at every step instead were measured and rejected: they spent the budget before the format was learned (the
-        demo fell from 100% to 57% on test). A prompt already scored is not bought twice, so a resumed run goes on
-        where the sweep stopped."""
-        while self._beatable(state):
-            runners_up = [values for values in self._runners_up(state) if self._record(state, values) is None]
-            if not runners_up or state.metric_calls + len(valset) > self.config.max_metric_calls:
-                return
-            self._try(student, valset, state, lm, runners_up[0], purpose="sweep")
-
-    def _runners_up(self, state: GRPOState) -> list[dict]:
-        """The incumbent with one demo set or instruction changed: demo sets first (labelled demos are what DSPy's own
-        optimizers win with; a small model's proposed instructions are mostly noise, see propose.py), then by the
-        final policy's probability of that value. Formats are few, and the explore half of every group tries them."""
-        scored = []
-        for predictor, slots in state.policy.slots.items():
-            for slot_name in ("demos", "instruction"):
-                slot, current = slots[slot_name], values_key(state.best["values"][predictor][slot_name])
-                for value, prob in zip(slot.candidates, slot.probs()):
-                    if values_key(value) != current:
-                        variant = {p: dict(v) for p, v in state.best["values"].items()}
-                        variant[predictor][slot_name] = value
-                        scored.append((slot_name != "demos", -float(prob), len(scored), variant))
-        return [t[-1] for t in sorted(scored, key=lambda t: t[:3])]
-
-    def _beatable(self, state: GRPOState) -> bool:
-        """Whether some prompt could still beat the incumbent on the valset: it is below the top score on some row (a
-        perfect incumbent can only be matched, and a match that is not simpler never replaces it)."""
-        if state.best is None:
-            return True
-        incumbent = self._record(state, state.best["values"])
-        # the top of a [0, 1] reward, or the best any prompt got where a reward goes higher
-        ceiling = max((score for r in state.val_history for score in r["scores"].values()), default=1.0)
-        ceiling = max(ceiling, 1.0)
-        return any(score < ceiling for score in incumbent["scores"].values())
-
-    def _consider(self, student, valset, state: GRPOState, lm, values: dict,
-                  purpose: str = "validation") -> tuple[dict, bool]:
+    def _consider(self, student, valset, state: GRPOState, lm, values: dict) -> tuple[dict, bool]:
         """Score a prompt on a valset minibatch first, on the whole valset only when it beats the incumbent on those
         rows (or ties it and is simpler); it replaces the incumbent only on paired evidence (select.decide).
         Returns its record and whether it replaced the incumbent."""
@@ -491,7 +437,7 @@ class GRPO(Teleprompter):
         incumbent = self._record(state, state.best["values"]) if state.best else None
         rows = [str(i) for i in range(len(valset))]
         if incumbent is None:  # the starting program, on the whole valset: what every candidate is compared with
-            self._score_rows(student, valset, state, lm, record, rows, purpose)
+            self._score_rows(student, valset, state, lm, record, rows)
             record["verdict"] = "the starting program"
             state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
             return record, False
@@ -505,13 +451,13 @@ class GRPO(Teleprompter):
         if 0 < cfg.val_minibatch < len(rows) and len(record["scores"]) < len(rows):
             mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(cfg.val_minibatch)]
             state.val_cursor = (state.val_cursor + cfg.val_minibatch) % len(rows)
-            self._score_rows(student, valset, state, lm, record, mini, purpose)
+            self._score_rows(student, valset, state, lm, record, mini)
             mine, theirs = _mean(record["scores"], mini), _mean(incumbent["scores"], mini)
             simpler = tuple(record["complexity"]) < tuple(incumbent["complexity"])
             if mine < theirs or (mine == theirs and not simpler):  # a simpler equal may still win within noise
                 record["verdict"] = "not better than the incumbent on a minibatch"
                 return record, False
-        self._score_rows(student, valset, state, lm, record, rows, purpose)
+        self._score_rows(student, valset, state, lm, record, rows)
         adopt, reason, vs_incumbent = decide(start=state.val_history[0], incumbent=incumbent, candidate=record,
                                              confidence=cfg.select_confidence, seed=cfg.seed)
         record.update(verdict=reason, vs_incumbent=vs_incumbent)
@@ -530,13 +476,12 @@ class GRPO(Teleprompter):
             state.val_history.append(record)
         return record
 
-    def _score_rows(self, student, valset, state: GRPOState, lm, record: dict, rows: list[str],
-                    purpose: str = "validation") -> None:
+    def _score_rows(self, student, valset, state: GRPOState, lm, record: dict, rows: list[str]) -> None:
         missing = [r for r in rows if r not in record["scores"]]
         if missing:
             program = student.deepcopy()
             apply_values(program, record["values"])
-            batch = self._run(state, program, [valset[int(r)] for r in missing], lm, None, purpose=purpose)
+            batch = self._run(state, program, [valset[int(r)] for r in missing], lm, None)
             for r, rollout in zip(missing, batch.rollouts):
                 record["scores"][r] = float(rollout.reward.total)
         if len(record["scores"]) == len(valset):
