@@ -44,23 +44,28 @@ def role_of(lm) -> str:
     return getattr(lm, _ROLE_ATTRIBUTE, None) or "task"
 
 
-_UNPRICED: set[str] = set()  # models the price map does not know: asked once (LiteLLM prints a notice per miss)
+# models the price map did not know, with the map's size then: asked again only once the map has grown (a model
+# registered later with litellm.register_model gets its price), not per call (LiteLLM prints a notice per miss)
+_UNPRICED: dict[str, int] = {}
 
 
 def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     """LiteLLM's price-map cost of a call, or None when the map has no price for `model` (an in-process model is
     never looked up: its name changes with every adapter version, and each miss prints LiteLLM's notice)."""
-    if model in _UNPRICED or _in_process(model):
+    if _in_process(model):
+        return None
+    import litellm
+
+    if _UNPRICED.get(model) == len(litellm.model_cost):
         return None
     try:
-        import litellm
 
         prompt_cost, completion_cost = litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens,
                                                               completion_tokens=completion_tokens)
         return float(prompt_cost + completion_cost)
     # "model isn't mapped yet": an unknown price is not a zero price, the source says so
     except Exception:  # noqa: BLE001 - see above
-        _UNPRICED.add(model)
+        _UNPRICED[model] = len(litellm.model_cost)
         return None
 
 

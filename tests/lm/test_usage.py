@@ -1,6 +1,8 @@
 """The one cost decision (dspyrl.lm.usage.call_cost) that the meter and the rollouts' entry_cost share."""
 
-from dspyrl.lm.usage import call_cost, entry_cost
+import pytest
+
+from dspyrl.lm.usage import call_cost, entry_cost, price_of
 
 
 class _LM:
@@ -21,3 +23,15 @@ def test_a_history_entry_is_priced_as_the_meter_prices_its_call():
     assert entry_cost(_LM(), entry) == call_cost(_LM.model, entry["usage"], entry["cost"])[0] == 0.003
     assert entry_cost(_LM(), {"usage": usage, "cost": 0.001}) == 0.001
     assert entry_cost(_LM(), {"usage": {}, "cost": 0.001}) == 0.0  # a cache hit: nothing was billed
+
+
+def test_a_model_priced_after_a_miss_gets_its_price(monkeypatch):
+    """The miss memo once kept a model unpriced for the whole process, even after litellm.register_model priced it."""
+    import litellm
+
+    monkeypatch.setattr(litellm, "model_cost", dict(litellm.model_cost))  # the registration below stays in this test
+    model = "acme/priced-later-for-this-test"
+    assert price_of(model, 1000, 1000) is None and price_of(model, 1000, 1000) is None  # asked once, remembered
+    litellm.register_model({model: {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6,
+                                    "litellm_provider": "openai", "mode": "chat"}})
+    assert price_of(model, 1000, 1000) == pytest.approx(0.003)
