@@ -59,7 +59,6 @@ def price_of(model: str, prompt_tokens: int, completion_tokens: int) -> float | 
     if _UNPRICED.get(model) == len(litellm.model_cost):
         return None
     try:
-
         prompt_cost, completion_cost = litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens,
                                                               completion_tokens=completion_tokens)
         return float(prompt_cost + completion_cost)
