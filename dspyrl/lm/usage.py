@@ -73,12 +73,16 @@ def _in_process(model: str) -> bool:
     return model.startswith("local/")
 
 
-def call_cost(model: str, usage: dict, dspy_cost: float | None = None) -> tuple[float, str]:
-    """(cost in USD, source) of one call from its usage: the provider's figure (what was billed), else DSPy's (the
-    cost of its history entry, from the same price map), else the price map, else none. The one cost decision of the
-    meter (UsageMeter.on_lm_end) and of rollouts and the judge (entry_cost), so their totals agree."""
+def call_cost(model: str, usage: dict, dspy_cost: float | None = None,
+              reported_cost: float | None = None) -> tuple[float, str]:
+    """(cost in USD, source) of one call: the provider's figure (what was billed: in the usage, else reported_cost,
+    read off its response body), else DSPy's (the cost of its history entry, from the same price map), else the price
+    map, else none. The one cost decision of the meter (UsageMeter.on_lm_end) and of rollouts and the judge
+    (entry_cost), so their totals agree."""
     if usage.get("cost") is not None:
         return float(usage["cost"]), "provider"
+    if reported_cost is not None:
+        return float(reported_cost), "provider"
     if dspy_cost is not None:
         return float(dspy_cost), "price map"
     priced = price_of(model, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
@@ -86,15 +90,12 @@ def call_cost(model: str, usage: dict, dspy_cost: float | None = None) -> tuple[
 
 
 def entry_cost(lm, entry: dict) -> float:
-    """The cost of the call behind one LM history entry (call_cost: the provider's figure, else DSPy's, else the price
-    map); 0 for a cache hit (no usage: nothing was billed)."""
+    """The cost of the call behind one LM history entry (call_cost); 0 for a cache hit (no usage: nothing was
+    billed)."""
     usage = entry.get("usage") or {}
     if not usage:
         return 0.0
-    provider_cost = _reported_cost(entry.get("response"))
-    if provider_cost is not None and usage.get("cost") is None:
-        usage = {**usage, "cost": provider_cost}
-    return call_cost(getattr(lm, "model", "?"), usage, entry.get("cost"))[0]
+    return call_cost(getattr(lm, "model", "?"), usage, entry.get("cost"), _reported_cost(entry.get("response")))[0]
 
 
 # -------------------------------------------------------------------------- calls dspyrl prices itself
@@ -224,16 +225,15 @@ class UsageMeter(BaseCallback):
             history = getattr(lm, "history", None) or []
             entry = history[-1] if history and exception is None else None
             reported = [entry.get("usage") or {}] if entry is not None and entry.get("usage") else []
-        provider_cost = _reported_cost(outputs)
-        if provider_cost is not None and len(reported) == 1 and reported[0].get("cost") is None:
-            reported = [{**reported[0], "cost": provider_cost}]
+        # one figure off the response body belongs to the call only when it made one request
+        reported_cost = _reported_cost(outputs) if len(reported) == 1 else None
         call = RoleUsage(calls=1, failed=int(exception is not None), models=[model])
         if exception is None and not reported:
             call.cached = 1
         for usage in reported:
             call.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             call.completion_tokens += int(usage.get("completion_tokens") or 0)
-            cost, source = call_cost(model, usage, entry.get("cost") if entry is not None else None)
+            cost, source = call_cost(model, usage, entry.get("cost") if entry is not None else None, reported_cost)
             call.cost += cost
             call.sources[source] = call.sources.get(source, 0) + 1
         with self._lock:

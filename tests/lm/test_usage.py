@@ -14,6 +14,9 @@ def test_the_providers_figure_beats_dspys_and_dspys_beats_none():
     assert call_cost(_LM.model, {**usage, "cost": 0.003}, dspy_cost=0.001) == (0.003, "provider")
     assert call_cost(_LM.model, usage, dspy_cost=0.001) == (0.001, "price map")
     assert call_cost(_LM.model, usage) == (0.0, "tokens only")  # an unknown price is not a zero price: the source says so
+    # the bill read off the response body (OpenRouter's usage.cost) counts as the provider's, above DSPy's estimate
+    assert call_cost(_LM.model, usage, dspy_cost=0.001, reported_cost=0.002) == (0.002, "provider")
+    assert call_cost(_LM.model, {**usage, "cost": 0.003}, reported_cost=0.002) == (0.003, "provider")
 
 
 def test_a_history_entry_is_priced_as_the_meter_prices_its_call():
@@ -23,6 +26,12 @@ def test_a_history_entry_is_priced_as_the_meter_prices_its_call():
     assert entry_cost(_LM(), entry) == call_cost(_LM.model, entry["usage"], entry["cost"])[0] == 0.003
     assert entry_cost(_LM(), {"usage": usage, "cost": 0.001}) == 0.001
     assert entry_cost(_LM(), {"usage": {}, "cost": 0.001}) == 0.0  # a cache hit: nothing was billed
+
+    class _Response:  # a typed call's reply: the bill is in provider_data, DSPy's usage carries only tokens
+        message = None
+        provider_data = {"usage": {"cost": 0.004}}
+
+    assert entry_cost(_LM(), {"usage": usage, "cost": 0.001, "response": _Response()}) == 0.004
 
 
 def test_a_model_priced_after_a_miss_gets_its_price(monkeypatch):
