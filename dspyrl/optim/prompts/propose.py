@@ -15,6 +15,10 @@ strong model; each rejection is counted by its reason in `ProposalStats.rejected
     off_task             shares no word with the task: the field names, their descriptions, the labels and the
                          original instruction (compared by their first five letters, so "classify" meets
                          "classification"); text about something else entirely
+    echoes_prompt        repeats the proposal prompt's own scaffolding ("The step reads", "(reward 0.00)",
+                         "- input headline: ... output topic: ..."): the small model continuing our examples, not
+                         writing an instruction (7 of 7 proposals that passed the other checks on the embedded model
+                         were garbage; 4 of them echoed the prompt)
     implausible          the task model itself finds the text unlikely: its mean token log-probability, as the reply to
                          "write the instruction for this step", is more than `plausibility_margin` nats below the
                          original instruction's (local models only: the engine scores text, see dspyrl.lm.local)
@@ -168,6 +172,8 @@ class InstructionProposer:
             return "meta_talk"
         if off_task(text, signature, original):
             return "off_task"
+        if echoes_prompt(text, signature):
+            return "echoes_prompt"
         if task_lm is not None and self.plausibility_margin is not None:
             mine = plausibility(task_lm, signature, text)
             if original not in self._original_plausibility:
@@ -249,13 +255,28 @@ def repetitive(text: str) -> bool:
 
 _META = re.compile(r"\b(?:(?:improved|new|revised|possible|better|updated|alternative|rewritten)\s+(?:instruction|prompt)s?"
                    r"|(?:instruction|prompt) (?:could|would|might|should) (?:be|read)|as an ai|language model like me"
-                   r"|i (?:would|will|think|suggest|recommend|hope|can)|let me|you could)\b"
+                   r"|i (?:would|will|think|suggest|recommend|hope|can)|let me|you could"
+                   r"|(?:in|of) this (?:instruction|prompt)|the (?:current|original|previous|prior) (?:instruction|prompt))\b"
                    r"|^\W*(?:sure|certainly|okay|ok|here is|here's|here are|of course)\b", re.IGNORECASE)
 
 
 def meta_talk(text: str) -> bool:
     """The text talks about an instruction (or to the user) instead of being one."""
     return bool(_META.search(text))
+
+
+# the lines of InstructionProposer.prompt and _format_call, as a small model copies them back
+_SCAFFOLD = re.compile(r"\(reward\s*-?\d|\bthe (?:next )?step (?:reads|states|must)\b|\bit must produce\b"
+                       r"|\bscored (?:well|badly)\b|->\s*output\b", re.IGNORECASE)
+
+
+def echoes_prompt(text: str, signature) -> bool:
+    """The text repeats the proposal prompt's scaffolding: its headings, its reward marks, or an example's "input
+    <field>: ..." / "output <field>: ..." lines."""
+    if _SCAFFOLD.search(text):
+        return True
+    fields = "|".join(re.escape(name.replace("_", " ")) for name in signature.fields)
+    return bool(re.search(rf"\b(?:input|output)\s+(?:{fields})\s*:", text, re.IGNORECASE))
 
 
 def _stems(text: str) -> set[str]:

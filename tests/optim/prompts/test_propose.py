@@ -106,7 +106,14 @@ def test_clean_rejections(text, reason):
     ("I would tell the model to read the review and say positive or negative.", "meta_talk"),
     ("Convert the temperature from Celsius to Fahrenheit and round it to two decimals.", "off_task"),
     ("Add up the numbers in the list and print the total at the end.", "off_task"),
+    ("In this instruction, the steps are rewritten so that the review is easier to follow.", "meta_talk"),
+    ("Keep the original instruction and classify the review.", "meta_talk"),
+    # the proposal prompt copied back (measured on the embedded model: benchmarks/prompt_opt.py --read-proposals)
+    ("The correct rationale is: - input review: a lovely film - output sentiment: positive (reward 1.00)", "echoes_prompt"),
+    ("The step reads: improve the sentiment of the review and give an encouraging example.", "echoes_prompt"),
+    ("Decide the sentiment of the review -> output the label the customer meant.", "echoes_prompt"),
     ("Read the review and answer with exactly one word: positive or negative.", ""),
+    ("Read the input review carefully, then output its sentiment as one word.", ""),
     ("Decide whether the customer liked the product; say which sentiment the review expresses.", ""),
 ])
 def test_meta_talk_and_off_task_proposals_are_rejected_and_task_instructions_pass(text, reason):
