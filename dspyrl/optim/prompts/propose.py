@@ -17,8 +17,8 @@ strong model; each rejection is counted by its reason in `ProposalStats.rejected
                          "classification"); text about something else entirely
     echoes_prompt        repeats the proposal prompt's own scaffolding ("The step reads", "(reward 0.00)",
                          "- input headline: ... output topic: ..."): the small model continuing our examples, not
-                         writing an instruction (7 of 7 proposals that passed the other checks on the embedded model
-                         were garbage; 4 of them echoed the prompt)
+                         writing an instruction (7 of 30 proposals of the embedded model passed the other checks, all
+                         7 garbage; 3 of them echoed the prompt, a 4th talked about "this instruction")
     implausible          the task model itself finds the text unlikely: its mean token log-probability, as the reply to
                          "write the instruction for this step", is more than `plausibility_margin` nats below the
                          original instruction's (local models only: the engine scores text, see dspyrl.lm.local)
