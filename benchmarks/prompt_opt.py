@@ -5,7 +5,7 @@ that decides whether dspyrl's GRPO earns its result (issue 14).
     python benchmarks/prompt_opt.py --seeds 0,1 --budget 60 --val-limit 8 --test-limit 16   # scaled down
 
 Task families (FAMILIES: one ready program each, all our own data):
-    classification       sentiment   single-label (Literal output); saturated: with our format every optimizer scores 1.000
+    classification       sentiment   single-label (Literal output); saturated: every optimizer with our format: 1.000
     topic_classification topic       single-label over 5 labels (the headlines of topic_cot, answered without reasoning)
     cot_classification   topic_cot   dspy.ChainOfThought over a 5-way Literal label
     extraction           extract     multi-field str + int extraction

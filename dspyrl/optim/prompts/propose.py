@@ -255,8 +255,8 @@ def repetitive(text: str) -> bool:
 
 _META = re.compile(r"\b(?:(?:improved|new|revised|possible|better|updated|alternative|rewritten)\s+(?:instruction|prompt)s?"
                    r"|(?:instruction|prompt) (?:could|would|might|should) (?:be|read)|as an ai|language model like me"
-                   r"|i (?:would|will|think|suggest|recommend|hope|can)|let me|you could"
-                   r"|(?:in|of) this (?:instruction|prompt)|the (?:current|original|previous|prior) (?:instruction|prompt))\b"
+                   r"|i (?:would|will|think|suggest|recommend|hope|can)|let me|you could|(?:in|of) this (?:instruction|prompt)"
+                   r"|the (?:current|original|previous|prior) (?:instruction|prompt))\b"
                    r"|^\W*(?:sure|certainly|okay|ok|here is|here's|here are|of course)\b", re.IGNORECASE)
 
 

@@ -116,7 +116,7 @@ def test_clean_rejections(text, reason):
     ("Read the input review carefully, then output its sentiment as one word.", ""),
     ("Decide whether the customer liked the product; say which sentiment the review expresses.", ""),
 ])
-def test_meta_talk_and_off_task_proposals_are_rejected_and_task_instructions_pass(text, reason):
+def test_meta_talk_echoes_and_off_task_proposals_are_rejected_and_task_instructions_pass(text, reason):
     proposer = InstructionProposer(CannedLM([text]), num_proposals=1)
     accepted = proposer.propose(Sentiment, "Classify the review.", CALLS)
     assert accepted == ([] if reason else [text])
