@@ -23,7 +23,10 @@ Two passes separate "the format lever" from "the optimizer":
     fixed     every DSPy optimizer given our best fixed format for the family through dspy.context(adapter=...):
               of "auto" (constrained choice for label-only predictors, schema-constrained JSON for the others, on a
               local model) and compact, the one the starting program scores better with on the valset
-GRPO's row is the same run in both passes (it starts from ChatAdapter either way and learns the format itself).
+GRPO runs in each pass from the same starting program as the others (ChatAdapter in default, our fixed format in
+fixed) and may still pin another format per predictor: in the fixed pass its budget goes to demos and instructions
+from where the DSPy optimizers start, not to finding the format they were handed. (Results files of 2026-12-04 and
+earlier hold one GRPO run from ChatAdapter, pass "both"; a pass's own GRPO row, merged in, replaces it.)
 Only GRPO, GEPA take a metric-call budget directly; BFRS, MIPROv2 and SIMBA are sized to it from their cost model. The
 table shows what each really spent (metric calls, LM calls, wall time around compile only). Each optimizer starts
 from an empty LM cache. A crash (MIPROv2 is known to on unparseable proposals from a 135M model) is a row.
@@ -166,7 +169,9 @@ def summarize(results: list[dict], pass_name: str, console, title: str) -> list[
 
     from dspyrl.compare.stats import paired_statistics
 
-    rows = [r for r in results if r["pass"] in (pass_name, "both")]
+    own = {(r["family"], r["seed"], r["optimizer"]) for r in results if r["pass"] == pass_name}
+    rows = [r for r in results if r["pass"] == pass_name
+            or (r["pass"] == "both" and (r["family"], r["seed"], r["optimizer"]) not in own)]
     table = Table(title=title)
     for column in ("family", "optimizer", "test mean", "range", "seeds", "crashed", "metric calls", "LM calls",
                    "wall / run", "note"):
@@ -358,8 +363,8 @@ def main(argv=None) -> int:
                 record(family=family, seed=seed, optimizer="starting program", scores=scores, failed=failed,
                        metric_calls=0, lm_calls=0, wall_s=0.0, note="", prompts=None, **{"pass": pass_name})
             for name in args.optimizers.split(","):
-                for pass_name in (["both"] if name == "grpo" else passes):
-                    format = chat if pass_name in ("default", "both") else formats["fixed"]
+                for pass_name in passes:
+                    format = formats[pass_name]
                     student = spec.build_program()
                     counting, counter = CountingReward(reward), CallCounter()
                     dspy.cache.reset_memory_cache()

@@ -63,3 +63,23 @@ def test_prompt_opt_merges_runs_split_across_processes_into_one_table_and_paired
     (verdict,) = merged["verdicts"]
     assert verdict["best_other"] == "bfrs" and verdict["grpo"] == 0.75 and verdict["best_other_mean"] == 0.25
     assert abs(verdict["mean_diff"] - 0.5) < 1e-9  # paired over the 8 (seed, row) pairs of both files
+
+
+def test_prompt_opt_a_passes_own_grpo_row_replaces_an_older_run_counted_in_both_passes(tmp_path):
+    import json
+
+    prompt_opt = load("prompt_opt")
+
+    def row(optimizer, scores, pass_name):
+        return {"family": "extraction", "seed": 0, "optimizer": optimizer, "scores": scores, "failed": 0,
+                "metric_calls": 10, "lm_calls": 10, "wall_s": 1.0, "note": "", "prompts": None, "pass": pass_name}
+
+    # an older file: one GRPO run from ChatAdapter for both passes; a newer one: GRPO from the fixed pass's format
+    (tmp_path / "old.json").write_text(json.dumps([row("grpo", [0, 0, 1, 1], "both"), row("bfrs", [1, 0, 0, 0], "fixed"),
+                                                   row("bfrs", [0, 0, 0, 0], "default")]))
+    (tmp_path / "new.json").write_text(json.dumps([row("grpo", [1, 1, 1, 1], "fixed")]))
+    out = tmp_path / "merged.json"
+    assert prompt_opt.main(["--merge", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "--json", str(out)]) == 0
+    verdicts = {v["pass"]: v for v in json.loads(out.read_text())["verdicts"]}
+    assert verdicts["fixed"]["grpo"] == 1.0  # the fixed pass's own run, not the mean of both runs (0.75)
+    assert verdicts["default"]["grpo"] == 0.5  # the default pass still counts the older run
