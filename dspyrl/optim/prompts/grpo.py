@@ -42,7 +42,7 @@ from dspyrl.formats.per_predictor import pin_formats
 from dspyrl.errors import ConfigError
 from dspyrl.optim.advantages import group_advantages, module_advantages
 from dspyrl.optim.prompts.policy import PromptPolicy, UpdateStats, apply_values
-from dspyrl.optim.prompts.select import complexity, decide, paired_difference, values_key
+from dspyrl.optim.prompts.select import mean_score, paired_difference, record_of, validate
 from dspyrl.optim.prompts.propose import (InstructionProposer, ProposalStats, ScoredCall, balanced_demo_set, label_field,
                                   labelled_demo_sets)
 from dspyrl.rollout import request_seed
@@ -218,7 +218,7 @@ class GRPO(Teleprompter):
                     break
                 # keep one validation in reserve for the final prompt, unless the policy's most likely prompt is
                 # scored already (then the reserve would go unspent: it goes to learning); the last step shrinks to fit
-                greedy = self._record(state, state.policy.greedy_values())
+                greedy = record_of(state, state.policy.greedy_values())
                 reserve = 0 if greedy is not None and greedy["score"] is not None else val_cost
                 room = cfg.max_metric_calls - state.metric_calls - reserve
                 step_batch = min(batch, room // cfg.group_size)
@@ -237,7 +237,7 @@ class GRPO(Teleprompter):
             state.stopped = state.stopped or "budget"
             if state.stopped != "cost_cap":  # at the cap the incumbent stands: its valset scores are known already
                 self._validate(student, valset, state, lm)  # the final policy, unless that prompt was scored already
-            start, final = state.val_history[0], self._record(state, state.best["values"])
+            start, final = state.val_history[0], record_of(state, state.best["values"])
             state.final_vs_start = paired_difference(start["scores"], final["scores"],
                                                      confidence=cfg.select_confidence, seed=cfg.seed)
             self._checkpoint(run, state)
@@ -410,73 +410,13 @@ class GRPO(Teleprompter):
         return batch
 
     def _validate(self, student, valset, state: GRPOState, lm) -> float:
-        """Score the policy's most likely prompt (`_consider`); when it replaces the incumbent, also try the incumbent
-        with each changed slot put back as it started, so a change that did not earn its place goes again (within
-        noise the simpler program wins). Returns the prompt's mean score on the rows it was scored on.
-
-        Every call counts for early stopping, on the incumbent's score: a prompt that does not replace it is a plateau."""
-        record, adopted = self._consider(student, valset, state, lm, state.policy.greedy_values())
-        while adopted:  # one slot back at a time, while the budget keeps a full validation for the final prompt
-            adopted = False
-            for variant in _reverted(state.best["values"], state.val_history[0]["values"]):
-                if state.metric_calls + 2 * len(valset) > self.config.max_metric_calls:
-                    break
-                if self._consider(student, valset, state, lm, variant)[1]:
-                    adopted = True
-                    break
-        if state.early.update(state.best["score"]) and not state.stopped:
-            state.stopped = "early_stop"
-        return _mean(record["scores"], list(record["scores"]))
-
-    def _consider(self, student, valset, state: GRPOState, lm, values: dict) -> tuple[dict, bool]:
-        """Score a prompt on a valset minibatch first, on the whole valset only when it beats the incumbent on those
-        rows (or ties it and is simpler); it replaces the incumbent only on paired evidence (select.decide).
-        Returns its record and whether it replaced the incumbent."""
-        cfg = self.config
-        record = self._record(state, values, create=True)
-        incumbent = self._record(state, state.best["values"]) if state.best else None
-        rows = [str(i) for i in range(len(valset))]
-        if incumbent is None:  # the starting program, on the whole valset: what every candidate is compared with
-            self._score_rows(student, valset, state, lm, record, rows)
-            record["verdict"] = "the starting program"
-            state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
-            return record, False
-        if record is incumbent or record.get("verdict") not in ("", _BUDGET_SPENT):  # known: never bought twice
-            return record, False
-        if state.metric_calls + len(rows) - len(record["scores"]) > cfg.max_metric_calls:
-            # the last steps spent the reserve (the prompt they start from was scored): the incumbent stands; not a
-            # final verdict, so a run resumed with a larger budget scores it
-            record["verdict"] = _BUDGET_SPENT
-            return record, False
-        if 0 < cfg.val_minibatch < len(rows) and len(record["scores"]) < len(rows):
-            mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(cfg.val_minibatch)]
-            state.val_cursor = (state.val_cursor + cfg.val_minibatch) % len(rows)
-            self._score_rows(student, valset, state, lm, record, mini)
-            mine, theirs = _mean(record["scores"], mini), _mean(incumbent["scores"], mini)
-            simpler = tuple(record["complexity"]) < tuple(incumbent["complexity"])
-            if mine < theirs or (mine == theirs and not simpler):  # a simpler equal may still win within noise
-                record["verdict"] = "not better than the incumbent on a minibatch"
-                return record, False
-        self._score_rows(student, valset, state, lm, record, rows)
-        adopt, reason, vs_incumbent = decide(start=state.val_history[0], incumbent=incumbent, candidate=record,
-                                             confidence=cfg.select_confidence, seed=cfg.seed)
-        record.update(verdict=reason, vs_incumbent=vs_incumbent)
-        if adopt:
-            state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
-        return record, adopt
-
-    def _record(self, state: GRPOState, values: dict, create: bool = False) -> dict | None:
-        """The validation record of a prompt (one per distinct prompt: its scores are reused, never re-bought)."""
-        key = values_key(values)
-        record = next((r for r in state.val_history if values_key(r["values"]) == key), None)
-        if record is None and create:
-            record = {"step": state.step, "values": values, "scores": {}, "score": None, "verdict": "",
-                      "complexity": list(complexity(values, state.val_history[0]["values"] if state.val_history
-                                                    else values))}
-            state.val_history.append(record)
-        return record
+        """Score the policy's most likely prompt on the valset and keep the incumbent or replace it (select.validate);
+        returns the prompt's mean score on the rows it was scored on."""
+        return validate(state, state.policy.greedy_values(), self.config, n_rows=len(valset),
+                        score_rows=lambda record, rows: self._score_rows(student, valset, state, lm, record, rows))
 
     def _score_rows(self, student, valset, state: GRPOState, lm, record: dict, rows: list[str]) -> None:
+        """Buy the scores of `record`'s prompt on the valset rows it lacks (each counted in the budget)."""
         missing = [r for r in rows if r not in record["scores"]]
         if missing:
             program = student.deepcopy()
@@ -485,7 +425,7 @@ class GRPO(Teleprompter):
             for r, rollout in zip(missing, batch.rollouts):
                 record["scores"][r] = float(rollout.reward.total)
         if len(record["scores"]) == len(valset):
-            record["score"] = _mean(record["scores"], list(record["scores"]))
+            record["score"] = mean_score(record["scores"], list(record["scores"]))
 
     def _propose(self, student, state: GRPOState, scored: dict, lm) -> int:
         """New instruction candidates from the LM and a bootstrapped demo set, per predictor; returns how many."""
@@ -562,26 +502,6 @@ def _call_inputs(call, example, signature) -> dict:
     if all(name in inputs for name in signature.input_fields):
         return {name: inputs[name] for name in signature.input_fields}
     return {}
-
-
-def _reverted(values: dict, start: dict) -> list[dict]:
-    """`values` with one changed slot put back to its starting value, for each changed slot (instructions last: the
-    format and demos are the cheap levers, and the instruction is what a reader of the program sees)."""
-    changed = [(p, s) for p, slots in values.items() for s, v in slots.items()
-               if values_key(v) != values_key(start.get(p, {}).get(s))]
-    variants = []
-    for predictor, slot in sorted(changed, key=lambda ps: ps[1] == "instruction"):
-        variant = {p: dict(slots) for p, slots in values.items()}
-        variant[predictor][slot] = start[predictor][slot]
-        variants.append(variant)
-    return variants
-
-
-_BUDGET_SPENT = "not scored: the budget is spent"
-
-
-def _mean(scores: dict[str, float], rows: list[str]) -> float:
-    return sum(scores[r] for r in rows) / len(rows) if rows else 0.0
 
 
 def _lm_name(lm) -> str | None:

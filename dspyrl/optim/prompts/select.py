@@ -8,6 +8,10 @@ fewer slots changed from the starting program, then the original instruction, th
 is the simplest there is, so within noise of it nothing replaces it; ties never go to "the later, more trained" prompt,
 which is how a garbled proposal of a 135M model once won a 100%-vs-100% tie.
 
+The valset loop GRPO runs (`validate`, `consider`) is here too: a new prompt is scored on a valset minibatch first and
+on the whole valset only when it beats the incumbent there (GEPA's order), every prompt's scores are bought once, and
+an adopted prompt is retried with each changed slot put back, so a change that did not earn its place goes again.
+
 scipy does the statistics (dspyrl.compare.stats). Scores are plain numbers per valset row; a row missing from either
 side is left out of that comparison.
 """
@@ -73,3 +77,96 @@ def values_key(values: Any) -> str:
 
 def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+# ------------------------------------------------------------------------------------------------ the valset loop
+# GRPO's state keeps one validation record per distinct prompt ({step, values, scores: {row: score}, score, verdict,
+# complexity}); `score_rows(record, rows)` buys a record's missing rows (GRPO runs the program and counts the budget).
+
+BUDGET_SPENT = "not scored: the budget is spent"
+
+
+def validate(state, values: dict, config, *, n_rows: int, score_rows) -> float:
+    """Score the prompt `values` (`consider`); when it replaces the incumbent, also try the incumbent with each changed
+    slot put back as it started, so a change that did not earn its place goes again (within noise the simpler program
+    wins). Returns the prompt's mean score on the rows it was scored on.
+
+    Every call counts for early stopping, on the incumbent's score: a prompt that does not replace it is a plateau."""
+    record, adopted = consider(state, values, config, n_rows=n_rows, score_rows=score_rows)
+    while adopted:  # one slot back at a time, while the budget keeps a full validation for the final prompt
+        adopted = False
+        for variant in reverted(state.best["values"], state.val_history[0]["values"]):
+            if state.metric_calls + 2 * n_rows > config.max_metric_calls:
+                break
+            if consider(state, variant, config, n_rows=n_rows, score_rows=score_rows)[1]:
+                adopted = True
+                break
+    if state.early.update(state.best["score"]) and not state.stopped:
+        state.stopped = "early_stop"
+    return mean_score(record["scores"], list(record["scores"]))
+
+
+def consider(state, values: dict, config, *, n_rows: int, score_rows) -> tuple[dict, bool]:
+    """Score a prompt on a valset minibatch first, on the whole valset only when it beats the incumbent on those rows
+    (or ties it and is simpler); it replaces the incumbent only on paired evidence (`decide`). Returns its record and
+    whether it replaced the incumbent."""
+    record = record_of(state, values, create=True)
+    incumbent = record_of(state, state.best["values"]) if state.best else None
+    rows = [str(i) for i in range(n_rows)]
+    if incumbent is None:  # the starting program, on the whole valset: what every candidate is compared with
+        score_rows(record, rows)
+        record["verdict"] = "the starting program"
+        state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
+        return record, False
+    if record is incumbent or record.get("verdict") not in ("", BUDGET_SPENT):  # known: never bought twice
+        return record, False
+    if state.metric_calls + len(rows) - len(record["scores"]) > config.max_metric_calls:
+        # the last steps spent the reserve (the prompt they start from was scored): the incumbent stands; not a final
+        # verdict, so a run resumed with a larger budget scores it
+        record["verdict"] = BUDGET_SPENT
+        return record, False
+    if 0 < config.val_minibatch < len(rows) and len(record["scores"]) < len(rows):
+        mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(config.val_minibatch)]
+        state.val_cursor = (state.val_cursor + config.val_minibatch) % len(rows)
+        score_rows(record, mini)
+        mine, theirs = mean_score(record["scores"], mini), mean_score(incumbent["scores"], mini)
+        simpler = tuple(record["complexity"]) < tuple(incumbent["complexity"])
+        if mine < theirs or (mine == theirs and not simpler):  # a simpler equal may still win within noise
+            record["verdict"] = "not better than the incumbent on a minibatch"
+            return record, False
+    score_rows(record, rows)
+    adopt, reason, vs_incumbent = decide(start=state.val_history[0], incumbent=incumbent, candidate=record,
+                                         confidence=config.select_confidence, seed=config.seed)
+    record.update(verdict=reason, vs_incumbent=vs_incumbent)
+    if adopt:
+        state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
+    return record, adopt
+
+
+def record_of(state, values: dict, create: bool = False) -> dict | None:
+    """The validation record of a prompt (one per distinct prompt: its scores are reused, never re-bought)."""
+    key = values_key(values)
+    record = next((r for r in state.val_history if values_key(r["values"]) == key), None)
+    if record is None and create:
+        record = {"step": state.step, "values": values, "scores": {}, "score": None, "verdict": "",
+                  "complexity": list(complexity(values, state.val_history[0]["values"] if state.val_history
+                                                else values))}
+        state.val_history.append(record)
+    return record
+
+
+def reverted(values: dict, start: dict) -> list[dict]:
+    """`values` with one changed slot put back to its starting value, for each changed slot (instructions last: the
+    format and demos are the cheap levers, and the instruction is what a reader of the program sees)."""
+    changed = [(p, s) for p, slots in values.items() for s, v in slots.items()
+               if values_key(v) != values_key(start.get(p, {}).get(s))]
+    variants = []
+    for predictor, slot in sorted(changed, key=lambda ps: ps[1] == "instruction"):
+        variant = {p: dict(slots) for p, slots in values.items()}
+        variant[predictor][slot] = start[predictor][slot]
+        variants.append(variant)
+    return variants
+
+
+def mean_score(scores: dict[str, float], rows: list[str]) -> float:
+    return sum(scores[r] for r in rows) / len(rows) if rows else 0.0
