@@ -86,8 +86,9 @@ class GRPOConfig:
                                "choice varied, with its own ratio (dspyrl.optim.advantages)", choices=("run", "module"))
     select_confidence: float = setting(0.9, "a candidate replaces the incumbent only when this paired-bootstrap "
                                             "interval of its valset gain lies above 0", gt=0, le=0.999)
-    val_minibatch: int = setting(4, "valset rows a new candidate is scored on first; the full valset only when it "
-                                    "beats the incumbent there (0: always the full valset)", ge=0)
+    val_minibatch: int = setting(4, "valset rows a new candidate is scored on first, half of them rows the "
+                                    "incumbent fails; the full valset only when it beats the incumbent there (0: "
+                                    "always the full valset)", ge=0)
     skip_saturated: bool = setting(True, "examples whose last group all scored the same high reward wait until the "
                                          "others have been used")
     plausibility_margin: float = setting(1.5, "reject proposals whose mean token log-probability under a local task "

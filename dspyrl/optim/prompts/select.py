@@ -126,7 +126,7 @@ def consider(state, values: dict, config, *, n_rows: int, score_rows) -> tuple[d
         record["verdict"] = BUDGET_SPENT
         return record, False
     if 0 < config.val_minibatch < len(rows) and len(record["scores"]) < len(rows):
-        mini = [rows[(state.val_cursor + k) % len(rows)] for k in range(config.val_minibatch)]
+        mini = minibatch_rows(incumbent["scores"], rows, config.val_minibatch, state.val_cursor)
         state.val_cursor = (state.val_cursor + config.val_minibatch) % len(rows)
         score_rows(record, mini)
         mine, theirs = mean_score(record["scores"], mini), mean_score(incumbent["scores"], mini)
@@ -141,6 +141,23 @@ def consider(state, values: dict, config, *, n_rows: int, score_rows) -> tuple[d
     if adopt:
         state.best = {"step": state.step, "score": record["score"], "values": record["values"]}
     return record, adopt
+
+
+def minibatch_rows(incumbent_scores: dict[str, float], rows: list[str], k: int, cursor: int) -> list[str]:
+    """The k valset rows a new candidate is scored on first: up to half of them rows the incumbent scores below its
+    best (the only rows where a candidate can show a gain), the rest rows it solves (where it can show a loss); each
+    part rotates with `cursor`. Random rows would often be rows the incumbent solves, and there an equal candidate is
+    turned away unless simpler: an incumbent at 10 of 12 on the valset passes a random 4-row minibatch perfectly 42% of
+    the time, and every candidate drawn then is rejected without a chance to show what it fixes."""
+    top = max(incumbent_scores[r] for r in rows)
+    weak = [r for r in rows if incumbent_scores[r] < top]
+    solved = [r for r in rows if incumbent_scores[r] >= top]
+    n_weak = min(len(weak), max(k - len(solved), (k + 1) // 2))
+
+    def rotated(pool: list[str], n: int) -> list[str]:
+        return [pool[(cursor + i) % len(pool)] for i in range(n)]
+
+    return rotated(weak, n_weak) + rotated(solved, min(len(solved), k - n_weak))
 
 
 def record_of(state, values: dict, create: bool = False) -> dict | None:

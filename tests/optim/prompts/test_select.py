@@ -1,6 +1,6 @@
 """Selection on evidence (pure logic: per-example scores in, a decision out; scipy does the statistics)."""
 
-from dspyrl.optim.prompts.select import complexity, decide, paired_difference
+from dspyrl.optim.prompts.select import complexity, decide, minibatch_rows, paired_difference
 
 START = {"p": {"instruction": "Classify the review.", "demos": [], "format": None}}
 NEW_INSTRUCTION = {"p": {"instruction": "Say positive or negative.", "demos": [], "format": None}}
@@ -53,3 +53,20 @@ def test_paired_difference_uses_only_rows_both_were_scored_on():
     diff = paired_difference(a, b, confidence=0.9)
     assert diff["n"] == 2 and diff["mean_diff"] == 1.0
     assert paired_difference(a, {"0": 1.0}, confidence=0.9)["test"].startswith("none")
+
+
+def test_the_minibatch_takes_half_its_rows_where_the_incumbent_fails_and_rotates_through_both_parts():
+    scores = {str(i): 1.0 for i in range(12)}
+    scores["3"] = scores["9"] = 0.0  # the incumbent solves 10 of 12 rows
+    rows = [str(i) for i in range(12)]
+    first = minibatch_rows(scores, rows, 4, cursor=0)
+    assert first == ["3", "9", "0", "1"]  # both failures (where a gain can show), then two solved rows
+    later = minibatch_rows(scores, rows, 4, cursor=4)
+    assert later[:2] == ["3", "9"] and later[2:] == ["5", "6"]  # the solved part moves on; the 2 failures stay in
+    # more failures than half the minibatch: half are failures, rotating; a fully solved or fully failed valset: any row
+    scores = {str(i): float(i % 3 == 0) for i in range(12)}  # solves rows 0, 3, 6, 9
+    assert sum(scores[r] == 0 for r in minibatch_rows(scores, rows, 4, cursor=1)) == 2
+    assert minibatch_rows({r: 0.0 for r in rows}, rows, 4, cursor=2) == ["2", "3", "4", "5"]
+    # continuous rewards: "fails" is below the incumbent's best row
+    graded = {r: 0.2 for r in rows} | {"0": 1.0, "1": 1.0}
+    assert minibatch_rows(graded, rows, 4, cursor=0) == ["2", "3", "0", "1"]
