@@ -96,7 +96,12 @@ def run_optimizer(name: str, student, train, val, metric: CountingReward, lm, bu
             return grpo.compile(student, trainset=train, valset=val)
         finally:
             if grpo.state is not None:
-                details.update(grpo.state.outcome(), verdicts=[r["verdict"] for r in grpo.state.val_history])
+                # each validated prompt's verdict with the valset mean of the rows it was scored on (a minibatch, or
+                # the whole valset): how close the rejected candidates came
+                details.update(grpo.state.outcome(), verdicts=[
+                    {"verdict": r["verdict"], "rows": len(r["scores"]), "complexity": r.get("complexity"),
+                     "mean": sum(r["scores"].values()) / len(r["scores"]) if r["scores"] else None}
+                    for r in grpo.state.val_history])
     if name == "bfrs":
         # cost ≈ (N + 3)·|val| evaluations + (N + 1) bootstrap passes over the trainset
         n = max(0, round((budget - 3 * len(val) - len(train)) / (len(val) + len(train))))
