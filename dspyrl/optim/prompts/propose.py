@@ -19,6 +19,9 @@ strong model; each rejection is counted by its reason in `ProposalStats.rejected
                          "- input headline: ... output topic: ..."): the small model continuing our examples, not
                          writing an instruction (7 of 30 proposals of the embedded model passed the other checks, all
                          7 garbage; 3 of them echoed the prompt, a 4th talked about "this instruction")
+    quotes_example       copies five or more consecutive words of an example's input it was shown ("change
+                         \"Heading: Scientists grow tomatoes in soil...\" to ..."): about that example, not the task
+                         (measured: topic_classification seed 4 adopted exactly this instruction before the check)
     implausible          the task model itself finds the text unlikely: its mean token log-probability, as the reply to
                          "write the instruction for this step", is more than `plausibility_margin` nats below the
                          original instruction's (local models only: the engine scores text, see dspyrl.lm.local)
@@ -151,7 +154,7 @@ class InstructionProposer:
             if instruction is not None and _normal(instruction) in seen:
                 instruction, reason = None, "duplicate"
             if instruction is not None:
-                reason = self.check(instruction, signature, original or current_instruction, task_lm)
+                reason = self.check(instruction, signature, original or current_instruction, task_lm, calls)
                 instruction = None if reason else instruction
             self.stats.last.append((text, reason))
             if instruction is None:
@@ -162,8 +165,9 @@ class InstructionProposer:
                 self.stats.accepted += 1
         return accepted
 
-    def check(self, text: str, signature, original: str, task_lm=None) -> str:
-        """The reason a clean instruction must not reach the policy ("" when it may): module docstring."""
+    def check(self, text: str, signature, original: str, task_lm=None, calls: list[ScoredCall] = ()) -> str:
+        """The reason a clean instruction must not reach the policy ("" when it may): module docstring. `calls` are
+        the scored calls the proposer was shown."""
         if contradicts_outputs(text, signature, original):
             return "contradicts_outputs"
         if repetitive(text):
@@ -174,6 +178,8 @@ class InstructionProposer:
             return "off_task"
         if echoes_prompt(text, signature):
             return "echoes_prompt"
+        if quotes_example(text, calls):
+            return "quotes_example"
         if task_lm is not None and self.plausibility_margin is not None:
             mine = plausibility(task_lm, signature, text)
             if original not in self._original_plausibility:
@@ -277,6 +283,20 @@ def echoes_prompt(text: str, signature) -> bool:
         return True
     fields = "|".join(re.escape(name.replace("_", " ")) for name in signature.fields)
     return bool(re.search(rf"\b(?:input|output)\s+(?:{fields})\s*:", text, re.IGNORECASE))
+
+
+QUOTE_WORDS = 5  # "the movie was great" may be a general phrase; five words of a headline or a question are a quote
+
+
+def quotes_example(text: str, calls: list[ScoredCall]) -> bool:
+    """The text copies QUOTE_WORDS or more consecutive words of one of the examples' input values."""
+    def runs(value: str) -> set[tuple[str, ...]]:
+        words = re.findall(r"[a-z0-9']+", value.lower())
+        return {tuple(words[i:i + QUOTE_WORDS]) for i in range(len(words) - QUOTE_WORDS + 1)}
+
+    mine = runs(text)
+    return bool(mine) and any(mine & runs(value) for call in calls for value in call.inputs.values()
+                              if isinstance(value, str))
 
 
 def _stems(text: str) -> set[str]:

@@ -123,6 +123,18 @@ def test_meta_talk_echoes_and_off_task_proposals_are_rejected_and_task_instructi
     assert proposer.stats.rejected == ({reason: 1} if reason else {})
 
 
+def test_a_proposal_that_quotes_an_example_input_is_rejected_and_a_short_common_phrase_is_not():
+    # measured on topic_classification (seed 4): "change \"Heading: Scientists grow tomatoes in soil...\" to ..."
+    calls = [ScoredCall({"review": "The plot of this movie was a total mess from start to end"}, {"sentiment": "negative"},
+                        1.0, 1.0)]
+    quoting = "Say negative when the plot of this movie was a total mess, else positive."
+    general = "Read the review of this movie and answer with exactly one word: positive or negative."  # 3 shared words
+    for text, reason in ((quoting, "quotes_example"), (general, "")):
+        proposer = InstructionProposer(CannedLM([text]), num_proposals=1)
+        assert proposer.propose(Sentiment, "Classify the review.", calls) == ([] if reason else [text])
+        assert proposer.stats.rejected == ({reason: 1} if reason else {})
+
+
 def test_off_task_compares_by_stem_and_reads_field_descriptions():
     from dspyrl.optim.prompts.propose import off_task
 
