@@ -19,7 +19,7 @@ strong model; each rejection is counted by its reason in `ProposalStats.rejected
                          "- input headline: ... output topic: ..."): the small model continuing our examples, not
                          writing an instruction (7 of 30 proposals of the embedded model passed the other checks, all
                          7 garbage; 3 of them echoed the prompt, a 4th talked about "this instruction")
-    quotes_example       copies five or more consecutive words of an example's input it was shown ("change
+    quotes_example       copies five or more consecutive words of an input of this round's runs ("change
                          \"Heading: Scientists grow tomatoes in soil...\" to ..."): about that example, not the task
                          (measured: topic_classification seed 4 adopted exactly this instruction before the check)
     implausible          the task model itself finds the text unlikely: its mean token log-probability, as the reply to
@@ -167,7 +167,7 @@ class InstructionProposer:
 
     def check(self, text: str, signature, original: str, task_lm=None, calls: list[ScoredCall] = ()) -> str:
         """The reason a clean instruction must not reach the policy ("" when it may): module docstring. `calls` are
-        the scored calls the proposer was shown."""
+        this round's scored calls (the proposer is shown some of them)."""
         if contradicts_outputs(text, signature, original):
             return "contradicts_outputs"
         if repetitive(text):
@@ -289,7 +289,7 @@ QUOTE_WORDS = 5  # "the movie was great" may be a general phrase; five words of 
 
 
 def quotes_example(text: str, calls: list[ScoredCall]) -> bool:
-    """The text copies QUOTE_WORDS or more consecutive words of one of the examples' input values."""
+    """The text copies QUOTE_WORDS or more consecutive words of one of the calls' input values."""
     def runs(value: str) -> set[tuple[str, ...]]:
         words = re.findall(r"[a-z0-9']+", value.lower())
         return {tuple(words[i:i + QUOTE_WORDS]) for i in range(len(words) - QUOTE_WORDS + 1)}
